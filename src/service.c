@@ -1,3 +1,1201 @@
 /* SPDX-License-Identifier: MIT */
-/* Placeholder: being written. */
-#include "tinytown_bridge/error.h"
+/*
+ * The agent service: tinytown's agent operations, applied to a batch of
+ * commands with as few Redis round trips as their order allows.
+ *
+ * A batch is worked through in rounds. A round first reads what its commands
+ * need from each town they touch (the agent directory, with inbox/urgent
+ * lengths and scopes for listings, the task table for get_result) with SCAN
+ * and pipelined HGETALLs, then resolves every agent reference in C and sends
+ * all the round's scripts and per-agent reads as one pipeline. Reads that
+ * must reflect an earlier write of the same round (a listing after a kill, a
+ * name lookup after a prune) close the round and open the next, so every
+ * command sees exactly what it would see if the batch ran one by one. Spawns
+ * do not close rounds: the new agent is added to the round's directory, so a
+ * later command in the batch can already refer to it by name.
+ *
+ * Result records are pure functions of stored data: mutations render from
+ * the payload their script stored with the idempotency record, reads store
+ * their rendered bytes. A repeated command id therefore always gets the same
+ * bytes back, however it was first applied.
+ */
+#include "tinytown_bridge/service.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "tinytown_bridge/agent.h"
+#include "tinytown_bridge/log.h"
+#include "tinytown_bridge/task.h"
+
+#define DEFAULT_TTL_S (7 * 24 * 3600)
+#define DEFAULT_SCAN_COUNT 1000
+
+struct ttb_service {
+    ttb_store_t *store;
+    char *redis_url;
+    int64_t ttl_s;
+    unsigned scan_count;
+};
+
+ttb_service_t *ttb_service_new(ttb_store_t *store, const ttb_service_config_t *config) {
+    ttb_service_t *svc = calloc(1, sizeof(*svc));
+    if (!svc) return NULL;
+    svc->store = store;
+    svc->redis_url = strdup(config->redis_url_redacted ? config->redis_url_redacted : "");
+    svc->ttl_s = config->idempotency_ttl_s > 0 ? config->idempotency_ttl_s : DEFAULT_TTL_S;
+    svc->scan_count = config->scan_count ? config->scan_count : DEFAULT_SCAN_COUNT;
+    if (!svc->redis_url) {
+        free(svc);
+        return NULL;
+    }
+    return svc;
+}
+
+void ttb_service_free(ttb_service_t *svc) {
+    if (!svc) return;
+    free(svc->redis_url);
+    free(svc);
+}
+
+void ttb_outcome_clear(ttb_outcome_t *out) {
+    if (!out) return;
+    free(out->record);
+    memset(out, 0, sizeof(*out));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading hashes                                                           */
+
+/* Views a flat HGETALL reply as the string arrays the model's decoders take. */
+typedef struct flat {
+    const char **strs;
+    size_t *lens;
+    size_t n;
+} flat_t;
+
+static int flat_from_reply(const redisReply *reply, flat_t *f) {
+    f->n = reply->type == REDIS_REPLY_ARRAY ? reply->elements : 0;
+    f->strs = malloc(sizeof(*f->strs) * (f->n ? f->n : 1));
+    f->lens = malloc(sizeof(*f->lens) * (f->n ? f->n : 1));
+    if (!f->strs || !f->lens) {
+        free(f->strs);
+        free(f->lens);
+        return TTB_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < f->n; i++) {
+        const redisReply *e = reply->element[i];
+        f->strs[i] = e->type == REDIS_REPLY_STRING ? e->str : "";
+        f->lens[i] = e->type == REDIS_REPLY_STRING ? e->len : 0;
+    }
+    return 0;
+}
+
+static void flat_free(flat_t *f) {
+    free(f->strs);
+    free(f->lens);
+}
+
+/* Decodes an agent from an HGETALL reply. @returns 0, TTB_ERR_NOTFOUND for an
+ * empty or id-less hash (tinytown skips those), or TTB_ERR_NOMEM. */
+static int agent_from_reply(const redisReply *reply, ttb_agent_t *agent, ttb_time_t now) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) return TTB_ERR_NOTFOUND;
+    flat_t f;
+    int rc = flat_from_reply(reply, &f);
+    if (rc) return rc;
+    rc = ttb_agent_from_hash(agent, (const char *const *)f.strs, f.lens, f.n, now);
+    flat_free(&f);
+    return rc == TTB_ERR_INVALID ? TTB_ERR_NOTFOUND : rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A town as a round sees it                                                 */
+
+typedef struct listed {
+    ttb_agent_t agent;
+    long long inbox_len;
+    long long urgent_len;
+    char *scope;
+} listed_t;
+
+typedef struct town_view {
+    const char *town;
+    bool want_dir;    /* agents, for references and name checks */
+    bool want_counts; /* plus inbox/urgent lengths and scopes, for listings */
+    bool want_tasks;  /* completed tasks, for get_result */
+    bool membership_changed; /* a prune ran earlier in this round */
+    bool changed;            /* any mutation ran earlier in this round */
+    listed_t *agents;
+    size_t nagents, capagents;
+    ttb_task_t *tasks;
+    size_t ntasks, captasks;
+} town_view_t;
+
+static void view_clear(town_view_t *v) {
+    for (size_t i = 0; i < v->nagents; i++) {
+        ttb_agent_clear(&v->agents[i].agent);
+        free(v->agents[i].scope);
+    }
+    free(v->agents);
+    for (size_t i = 0; i < v->ntasks; i++) ttb_task_clear(&v->tasks[i]);
+    free(v->tasks);
+    memset(v, 0, sizeof(*v));
+}
+
+static int grow(void **items, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap) return 0;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    while (ncap < need) ncap *= 2;
+    void *p = realloc(*items, ncap * size);
+    if (!p) return TTB_ERR_NOMEM;
+    *items = p;
+    *cap = ncap;
+    return 0;
+}
+
+static listed_t *view_add_agent(town_view_t *v) {
+    if (grow((void **)&v->agents, &v->capagents, v->nagents + 1, sizeof(*v->agents))) return NULL;
+    listed_t *l = &v->agents[v->nagents++];
+    memset(l, 0, sizeof(*l));
+    return l;
+}
+
+static int cmp_listed_id(const void *a, const void *b) {
+    return strcmp(((const listed_t *)a)->agent.id, ((const listed_t *)b)->agent.id);
+}
+
+/* Oldest first, as a person reading a listing expects; id breaks ties. */
+static int cmp_listed_created(const void *a, const void *b) {
+    const ttb_agent_t *x = &((const listed_t *)a)->agent, *y = &((const listed_t *)b)->agent;
+    int c = ttb_time_cmp(x->created_at, y->created_at);
+    return c ? c : strcmp(x->id, y->id);
+}
+
+/* SCAN may return a key more than once; keep one entry per agent id. */
+static void view_dedupe(town_view_t *v) {
+    if (v->nagents < 2) return;
+    qsort(v->agents, v->nagents, sizeof(*v->agents), cmp_listed_id);
+    size_t w = 1;
+    for (size_t r = 1; r < v->nagents; r++) {
+        if (strcmp(v->agents[r].agent.id, v->agents[w - 1].agent.id) == 0) {
+            ttb_agent_clear(&v->agents[r].agent);
+            free(v->agents[r].scope);
+            continue;
+        }
+        v->agents[w++] = v->agents[r];
+    }
+    v->nagents = w;
+    qsort(v->agents, v->nagents, sizeof(*v->agents), cmp_listed_created);
+}
+
+static int append_agent_reads(ttb_store_t *store, const char *town, const redisReply *key,
+                              bool counts) {
+    /* The id is whatever follows "tt:{town}:agent:"; tinytown's own lists
+     * read the hash's id field, and so does the decoder. */
+    int rc = ttb_store_appendf(store, "HGETALL %b", key->str, key->len);
+    if (rc || !counts) return rc;
+    size_t prefix = strlen(town) + 10; /* "tt:" town ":agent:" */
+    if (key->len <= prefix) {
+        rc = ttb_store_appendf(store, "ECHO 0");
+        if (!rc) rc = ttb_store_appendf(store, "ECHO 0");
+        return rc;
+    }
+    const char *id = key->str + prefix;
+    size_t idlen = key->len - prefix;
+    rc = ttb_store_appendf(store, "LLEN tt:%s:inbox:%b", town, id, idlen);
+    if (!rc) rc = ttb_store_appendf(store, "LLEN tt:%s:urgent:%b", town, id, idlen);
+    return rc;
+}
+
+static long long reply_integer(const redisReply *r) {
+    if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+    return 0;
+}
+
+/* Reads the replies queued for one SCAN page of agent keys. */
+static int read_agent_page(ttb_store_t *store, town_view_t *v, size_t nkeys, bool counts,
+                           ttb_time_t now) {
+    int first_err = 0;
+    for (size_t k = 0; k < nkeys; k++) {
+        redisReply *h, *in = NULL, *ur = NULL;
+        int rc = ttb_store_reply(store, &h);
+        if (rc) return rc;
+        if (counts) {
+            if ((rc = ttb_store_reply(store, &in)) || (rc = ttb_store_reply(store, &ur))) {
+                freeReplyObject(h);
+                if (in) freeReplyObject(in);
+                return rc;
+            }
+        }
+        listed_t *l = first_err ? NULL : view_add_agent(v);
+        if (!l && !first_err) first_err = TTB_ERR_NOMEM;
+        if (l) {
+            rc = agent_from_reply(h, &l->agent, now);
+            if (rc) {
+                v->nagents--; /* deleted meanwhile, or not an agent tinytown could read */
+                if (rc == TTB_ERR_NOMEM) first_err = rc;
+            } else if (counts) {
+                l->inbox_len = reply_integer(in);
+                l->urgent_len = reply_integer(ur);
+            }
+        }
+        freeReplyObject(h);
+        if (in) freeReplyObject(in);
+        if (ur) freeReplyObject(ur);
+    }
+    return first_err;
+}
+
+/* Walks a key pattern with SCAN. Each page's per-key reads are queued behind
+ * the next SCAN, so a town of N keys costs about N / COUNT round trips. */
+typedef int (*page_append_fn)(ttb_store_t *, const char *, const redisReply *, bool);
+typedef int (*page_read_fn)(ttb_store_t *, town_view_t *, size_t, bool, ttb_time_t);
+
+static int scan_pages(ttb_service_t *svc, town_view_t *v, const char *pattern, bool counts,
+                      page_append_fn append_one, page_read_fn read_page, ttb_time_t now) {
+    char cursor[32] = "0";
+    size_t queued = 0; /* keys whose reads are queued ahead of the next SCAN */
+    for (;;) {
+        int rc = ttb_store_appendf(svc->store, "SCAN %s MATCH %s COUNT %u", cursor, pattern,
+                                   svc->scan_count);
+        if (rc) return rc;
+        if (queued && (rc = read_page(svc->store, v, queued, counts, now))) {
+            /* The SCAN reply is still queued: drain it to keep the pipeline in step. */
+            if (rc != TTB_ERR_IO) ttb_store_skip(svc->store, 1);
+            return rc;
+        }
+        redisReply *scan;
+        if ((rc = ttb_store_reply(svc->store, &scan))) return rc;
+        if (scan->type != REDIS_REPLY_ARRAY || scan->elements != 2 ||
+            scan->element[0]->type != REDIS_REPLY_STRING ||
+            scan->element[1]->type != REDIS_REPLY_ARRAY ||
+            scan->element[0]->len >= sizeof(cursor)) {
+            freeReplyObject(scan);
+            return TTB_ERR_PROTO;
+        }
+        memcpy(cursor, scan->element[0]->str, scan->element[0]->len);
+        cursor[scan->element[0]->len] = '\0';
+        const redisReply *keys = scan->element[1];
+        queued = 0;
+        for (size_t i = 0; i < keys->elements; i++) {
+            if (keys->element[i]->type != REDIS_REPLY_STRING) continue;
+            if ((rc = append_one(svc->store, v->town, keys->element[i], counts))) {
+                freeReplyObject(scan);
+                return rc;
+            }
+            queued++;
+        }
+        freeReplyObject(scan);
+        if (strcmp(cursor, "0") == 0) break;
+    }
+    return queued ? read_page(svc->store, v, queued, counts, now) : 0;
+}
+
+/* current_scope: the description of each agent's current task, one round trip. */
+static int read_scopes(ttb_service_t *svc, town_view_t *v) {
+    size_t asked = 0;
+    for (size_t i = 0; i < v->nagents; i++) {
+        if (!v->agents[i].agent.current_task[0]) continue;
+        int rc = ttb_store_appendf(svc->store, "HGET tt:%s:task:%s description", v->town,
+                                   v->agents[i].agent.current_task);
+        if (rc) return rc;
+        asked++;
+    }
+    if (!asked) return 0;
+    int first_err = 0;
+    for (size_t i = 0; i < v->nagents; i++) {
+        if (!v->agents[i].agent.current_task[0]) continue;
+        redisReply *r;
+        int rc = ttb_store_reply(svc->store, &r);
+        if (rc) return rc;
+        if (r->type == REDIS_REPLY_STRING && !first_err) {
+            v->agents[i].scope = strndup(r->str, r->len);
+            if (!v->agents[i].scope) first_err = TTB_ERR_NOMEM;
+        }
+        freeReplyObject(r);
+    }
+    return first_err;
+}
+
+static int append_task_read(ttb_store_t *store, const char *town, const redisReply *key,
+                            bool counts) {
+    (void)town;
+    (void)counts;
+    return ttb_store_appendf(store, "HGETALL %b", key->str, key->len);
+}
+
+/* Keeps only what get_result can pick: completed tasks with an assignee. */
+static int read_task_page(ttb_store_t *store, town_view_t *v, size_t nkeys, bool counts,
+                          ttb_time_t now) {
+    (void)counts;
+    int first_err = 0;
+    for (size_t k = 0; k < nkeys; k++) {
+        redisReply *h;
+        int rc = ttb_store_reply(store, &h);
+        if (rc) return rc;
+        if (!first_err && h->type == REDIS_REPLY_ARRAY && h->elements > 0) {
+            flat_t f;
+            ttb_task_t task;
+            if ((rc = flat_from_reply(h, &f))) {
+                first_err = rc;
+            } else {
+                rc = ttb_task_from_hash(&task, (const char *const *)f.strs, f.lens, f.n, now);
+                flat_free(&f);
+                if (rc == TTB_ERR_NOMEM) first_err = rc;
+                if (!rc && task.state == TTB_TASK_COMPLETED && task.assigned_to[0]) {
+                    if (grow((void **)&v->tasks, &v->captasks, v->ntasks + 1, sizeof(*v->tasks))) {
+                        ttb_task_clear(&task);
+                        first_err = TTB_ERR_NOMEM;
+                    } else {
+                        v->tasks[v->ntasks++] = task;
+                    }
+                } else if (!rc) {
+                    ttb_task_clear(&task);
+                }
+            }
+        }
+        freeReplyObject(h);
+    }
+    return first_err;
+}
+
+static int gather(ttb_service_t *svc, town_view_t *v) {
+    ttb_time_t now = ttb_time_now();
+    char pattern[TTB_KEY_BUFSZ];
+    int rc = 0;
+    if (v->want_dir || v->want_counts) {
+        ttb_key_agent_pattern(pattern, v->town);
+        rc = scan_pages(svc, v, pattern, v->want_counts, append_agent_reads, read_agent_page, now);
+        if (!rc) view_dedupe(v);
+        if (!rc && v->want_counts) rc = read_scopes(svc, v);
+    }
+    if (!rc && v->want_tasks) {
+        ttb_key_task_pattern(pattern, v->town);
+        rc = scan_pages(svc, v, pattern, false, append_task_read, read_task_page, now);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Rendering result records                                                  */
+
+static int render(const ttb_command_t *cmd, const char *op, ttb_code_t code, const char *message,
+                  json_t *result, ttb_time_t at, ttb_outcome_t *out) {
+    ttb_result_t r = {.id = cmd->id,
+                      .town = cmd->town,
+                      .op = op,
+                      .code = code,
+                      .message = message,
+                      .result = result,
+                      .applied_at = at};
+    out->code = code;
+    out->record = ttb_result_encode(&r, &out->record_len);
+    return out->record ? 0 : TTB_ERR_NOMEM;
+}
+
+static int render_error(const ttb_command_t *cmd, ttb_code_t code, const char *message,
+                        ttb_outcome_t *out) {
+    return render(cmd, ttb_op_name(cmd->op), code, message, NULL, ttb_time_now(), out);
+}
+
+/* A netstring: "<len>:<bytes>,". */
+static int ns_next(const char **p, const char *end, const char **s, size_t *len) {
+    size_t n = 0;
+    const char *q = *p;
+    if (q >= end || *q < '0' || *q > '9') return TTB_ERR_PROTO;
+    while (q < end && *q >= '0' && *q <= '9') {
+        if (n > (size_t)(end - q)) return TTB_ERR_PROTO;
+        n = n * 10 + (size_t)(*q++ - '0');
+    }
+    if (q >= end || *q++ != ':' || (size_t)(end - q) < n + 1 || q[n] != ',') return TTB_ERR_PROTO;
+    *s = q;
+    *len = n;
+    *p = q + n + 1;
+    return 0;
+}
+
+static int ns_next_size(const char **p, const char *end, size_t *value) {
+    const char *s;
+    size_t len;
+    int rc = ns_next(p, end, &s, &len);
+    if (rc) return rc;
+    char buf[24];
+    if (len == 0 || len >= sizeof(buf)) return TTB_ERR_PROTO;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    char *e;
+    unsigned long long v = strtoull(buf, &e, 10);
+    if (*e) return TTB_ERR_PROTO;
+    *value = (size_t)v;
+    return 0;
+}
+
+/* The member a mutation's result carries its agents in. */
+static const char *mutation_member(const char *op, size_t oplen, bool *many) {
+    *many = true;
+    if (oplen == 8 && memcmp(op, "stop_all", 8) == 0) return "stopped";
+    if (oplen == 5 && memcmp(op, "prune", 5) == 0) return "removed";
+    *many = false;
+    return "agent";
+}
+
+/* Renders a mutation's stored payload (see common.lua) into its result record. */
+static int render_payload(const ttb_command_t *cmd, const char *p, size_t plen,
+                          ttb_outcome_t *out) {
+    const char *end = p + plen, *op, *code, *msg, *at, *ver;
+    size_t oplen, codelen, msglen, atlen, verlen, nagents;
+    if (plen < 1 || *p++ != 'P') return TTB_ERR_PROTO;
+    if (ns_next(&p, end, &ver, &verlen) || verlen != 1 || *ver != '1' ||
+        ns_next(&p, end, &op, &oplen) || ns_next(&p, end, &code, &codelen) ||
+        ns_next(&p, end, &msg, &msglen) || ns_next(&p, end, &at, &atlen) ||
+        ns_next_size(&p, end, &nagents))
+        return TTB_ERR_PROTO;
+
+    char opbuf[32], codebuf[32];
+    if (oplen >= sizeof(opbuf) || codelen >= sizeof(codebuf)) return TTB_ERR_PROTO;
+    memcpy(opbuf, op, oplen);
+    opbuf[oplen] = '\0';
+    memcpy(codebuf, code, codelen);
+    codebuf[codelen] = '\0';
+    ttb_code_t c;
+    ttb_time_t applied;
+    if (ttb_code_from_name(codebuf, &c) || ttb_time_parse(at, atlen, &applied))
+        return TTB_ERR_PROTO;
+
+    int rc = 0;
+    if (c != TTB_CODE_OK) {
+        char *m = strndup(msg, msglen);
+        if (!m) return TTB_ERR_NOMEM;
+        rc = render(cmd, opbuf, c, m, NULL, applied, out);
+        free(m);
+        return rc;
+    }
+
+    bool many;
+    const char *member = mutation_member(op, oplen, &many);
+    json_t *list = json_array();
+    if (!list) return TTB_ERR_NOMEM;
+    for (size_t i = 0; i < nagents && !rc; i++) {
+        size_t nfields;
+        if ((rc = ns_next_size(&p, end, &nfields)) || nfields > (size_t)(end - p)) {
+            rc = TTB_ERR_PROTO;
+            break;
+        }
+        const char **strs = malloc(sizeof(*strs) * (nfields ? nfields : 1));
+        size_t *lens = malloc(sizeof(*lens) * (nfields ? nfields : 1));
+        if (!strs || !lens) rc = TTB_ERR_NOMEM;
+        for (size_t f = 0; f < nfields && !rc; f++) rc = ns_next(&p, end, &strs[f], &lens[f]);
+        ttb_agent_t agent;
+        if (!rc) rc = ttb_agent_from_hash(&agent, strs, lens, nfields, applied);
+        free(strs);
+        free(lens);
+        if (!rc) {
+            json_t *a = ttb_agent_to_json(&agent);
+            ttb_agent_clear(&agent);
+            if (!a || json_array_append_new(list, a)) rc = TTB_ERR_NOMEM;
+        }
+    }
+    json_t *result = NULL;
+    if (!rc) {
+        json_t *value = many ? json_incref(list) : json_incref(json_array_get(list, 0));
+        result = json_object();
+        if (!result || !value || json_object_set_new(result, member, value)) rc = TTB_ERR_NOMEM;
+        if (!rc && !many && json_array_size(list) != 1) rc = TTB_ERR_PROTO;
+    }
+    if (!rc) rc = render(cmd, opbuf, c, NULL, result, applied, out);
+    json_decref(result);
+    json_decref(list);
+    return rc;
+}
+
+/* An idempotency record: "P" + payload from a script, or "R" + the record bytes. */
+static int outcome_from_stored(const ttb_command_t *cmd, const char *s, size_t len,
+                               ttb_outcome_t *out) {
+    if (len >= 1 && s[0] == 'R') {
+        out->record = malloc(len);
+        if (!out->record) return TTB_ERR_NOMEM;
+        memcpy(out->record, s + 1, len - 1);
+        out->record[len - 1] = '\0';
+        out->record_len = len - 1;
+        /* The code is in the record; read it back for the caller's headers. */
+        json_t *doc = json_loadb(out->record, out->record_len, 0, NULL);
+        json_t *ok = json_object_get(doc, "ok");
+        const char *code = json_string_value(json_object_get(json_object_get(doc, "error"), "code"));
+        out->code = TTB_CODE_OK;
+        if (!json_is_true(ok) && (!code || ttb_code_from_name(code, &out->code)))
+            out->code = TTB_CODE_INTERNAL;
+        json_decref(doc);
+        return 0;
+    }
+    return render_payload(cmd, s, len, out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Rounds                                                                    */
+
+enum {
+    NEED_DIR = 1,    /* the town's agents, for references and name checks */
+    NEED_COUNTS = 2, /* a full listing with lengths and scopes */
+    NEED_TASKS = 4   /* completed tasks */
+};
+
+typedef enum step_kind {
+    STEP_NONE = 0, /* finished before the pipeline (replayed, resolution error) */
+    STEP_SCRIPT,   /* one EVALSHA: one reply */
+    STEP_WAIT,     /* SET deadline NX GET + HGETALL agent: two replies */
+    STEP_AGENT,    /* get_result by id: HGETALL agent, one reply */
+    STEP_READ      /* list/status: rendered from the view, stored afterwards */
+} step_kind_t;
+
+typedef struct step {
+    step_kind_t kind;
+    town_view_t *view;
+    char agent_id[TTB_UUID_BUFSZ];
+    int64_t deadline_ms; /* wait: ours, if the SET wins */
+    bool store_record;   /* a read's record still has to be stored */
+} step_t;
+
+static bool ref_is_uuid(const char *ref, char out[TTB_UUID_BUFSZ]) {
+    return ref && ttb_agent_ref_as_uuid(ref, out);
+}
+
+static int needs_of(const ttb_command_t *cmd) {
+    char id[TTB_UUID_BUFSZ];
+    switch (cmd->op) {
+    case TTB_OP_SPAWN: return NEED_DIR;
+    case TTB_OP_LIST:
+    case TTB_OP_LIST_OPEN:
+    case TTB_OP_STATUS:
+    case TTB_OP_STOP_ALL:
+    case TTB_OP_PRUNE: return NEED_DIR | NEED_COUNTS;
+    case TTB_OP_GET_RESULT: return NEED_TASKS | (ref_is_uuid(cmd->agent, id) ? 0 : NEED_DIR);
+    default: return ref_is_uuid(cmd->agent, id) ? 0 : NEED_DIR;
+    }
+}
+
+typedef struct round {
+    town_view_t *views;
+    size_t nviews;
+} round_t;
+
+static town_view_t *round_view(round_t *r, const char *town) {
+    for (size_t i = 0; i < r->nviews; i++)
+        if (strcmp(r->views[i].town, town) == 0) return &r->views[i];
+    return NULL;
+}
+
+/* Resolves cmd->agent (or @p ref) to an id, or writes the error outcome.
+ * @returns 1 when resolved, 0 when @p out got an error record, <0 on failure. */
+static int resolve(const ttb_command_t *cmd, const char *ref, town_view_t *v,
+                   char id[TTB_UUID_BUFSZ], ttb_outcome_t *out) {
+    if (ref_is_uuid(ref, id)) return 1;
+    /* The directory holds listed_t; resolve over a plain agent array view. */
+    ttb_agent_t *agents = malloc(sizeof(*agents) * (v->nagents ? v->nagents : 1));
+    if (!agents) return TTB_ERR_NOMEM;
+    for (size_t i = 0; i < v->nagents; i++) agents[i] = v->agents[i].agent;
+    char err[512];
+    size_t idx = 0;
+    ttb_code_t code = ttb_agent_resolve(agents, v->nagents, ref, &idx, err, sizeof(err));
+    free(agents);
+    if (code == TTB_CODE_OK) {
+        memcpy(id, v->agents[idx].agent.id, TTB_UUID_BUFSZ);
+        return 1;
+    }
+    int rc = render_error(cmd, code, err, out);
+    return rc ? rc : 0;
+}
+
+typedef struct argv_buf {
+    const char **argv;
+    size_t *lens;
+    size_t n, cap;
+} argv_buf_t;
+
+static int argv_push(argv_buf_t *a, const char *s, size_t len) {
+    if (a->n == a->cap) {
+        size_t ncap = a->cap ? a->cap * 2 : 32;
+        const char **na = realloc(a->argv, ncap * sizeof(*na));
+        if (!na) return TTB_ERR_NOMEM;
+        a->argv = na;
+        size_t *nl = realloc(a->lens, ncap * sizeof(*nl));
+        if (!nl) return TTB_ERR_NOMEM;
+        a->lens = nl;
+        a->cap = ncap;
+    }
+    a->argv[a->n] = s;
+    a->lens[a->n++] = len;
+    return 0;
+}
+
+static int argv_str(argv_buf_t *a, const char *s) { return argv_push(a, s, strlen(s)); }
+
+static void argv_free(argv_buf_t *a) {
+    free(a->argv);
+    free(a->lens);
+    memset(a, 0, sizeof(*a));
+}
+
+/* Strings every script takes first: town, command key, ttl. */
+typedef struct script_head {
+    char cmdkey[TTB_KEY_BUFSZ];
+    char ttl[24];
+    char ts_hash[TTB_TIME_BUFSZ];
+    char ts_json[TTB_TIME_BUFSZ];
+} script_head_t;
+
+static int push_head(ttb_service_t *svc, const ttb_command_t *cmd, argv_buf_t *a,
+                     script_head_t *h, ttb_time_t now) {
+    ttb_key_command(h->cmdkey, cmd->town, cmd->id);
+    snprintf(h->ttl, sizeof(h->ttl), "%lld", (long long)svc->ttl_s);
+    ttb_time_format_hash(now, h->ts_hash);
+    ttb_time_format_json(now, h->ts_json);
+    int rc = argv_str(a, cmd->town);
+    if (!rc) rc = argv_str(a, h->cmdkey);
+    if (!rc) rc = argv_str(a, h->ttl);
+    return rc;
+}
+
+static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_t *v,
+                        const char *parent_id, ttb_time_t now) {
+    ttb_agent_t a;
+    memset(&a, 0, sizeof(a));
+    int rc = ttb_uuid_v4(a.id);
+    if (rc) return rc;
+    a.name = cmd->name;
+    static char default_cli[] = "claude"; /* tinytown's default; the parser normally sets one */
+    a.cli = cmd->cli ? cmd->cli : default_cli;
+    a.role_id = cmd->role_id;
+    a.nickname = cmd->nickname;
+    if (!a.nickname) a.nickname = (char *)(uintptr_t)ttb_nickname_from_id(a.id);
+    if (parent_id) memcpy(a.parent_agent_id, parent_id, TTB_UUID_BUFSZ);
+    a.spawn_mode = cmd->has_spawn_mode ? cmd->spawn_mode : TTB_SPAWN_FRESH;
+    a.agent_type = TTB_AGENT_WORKER;
+    a.state = TTB_STATE_STARTING;
+    a.created_at = a.last_heartbeat = a.last_active_at = now;
+
+    argv_buf_t av = {0};
+    script_head_t head;
+    ttb_agent_hash_t hash;
+    char ncand[24];
+    size_t cand = 0;
+    for (size_t i = 0; i < v->nagents; i++)
+        if (strcasecmp(v->agents[i].agent.name, cmd->name) == 0) cand++;
+    snprintf(ncand, sizeof(ncand), "%zu", cand);
+    ttb_agent_to_hash(&a, &hash);
+
+    rc = push_head(svc, cmd, &av, &head, now);
+    if (!rc) rc = argv_str(&av, head.ts_json);
+    if (!rc) rc = argv_str(&av, a.id);
+    if (!rc) rc = argv_str(&av, parent_id ? parent_id : "");
+    if (!rc) rc = argv_str(&av, cmd->name);
+    if (!rc) rc = argv_str(&av, ttb_spawn_mode_name(a.spawn_mode));
+    if (!rc) rc = argv_str(&av, ncand);
+    for (size_t i = 0; i < v->nagents && !rc; i++)
+        if (strcasecmp(v->agents[i].agent.name, cmd->name) == 0)
+            rc = argv_str(&av, v->agents[i].agent.id);
+    for (size_t i = 0; i < hash.nset && !rc; i++) {
+        rc = argv_str(&av, hash.field[i]);
+        if (!rc) rc = argv_push(&av, hash.value[i], hash.value_len[i]);
+    }
+    if (!rc)
+        rc = ttb_store_append_script(svc->store, TTB_SCRIPT_SPAWN, 0, (int)av.n, av.argv, av.lens);
+    argv_free(&av);
+    if (rc) return rc;
+
+    /* Later commands of this round may already name the new agent. */
+    listed_t *l = view_add_agent(v);
+    if (!l) return TTB_ERR_NOMEM;
+    memcpy(l->agent.id, a.id, TTB_UUID_BUFSZ);
+    l->agent.name = strdup(cmd->name);
+    l->agent.cli = strdup(a.cli);
+    l->agent.nickname = strdup(a.nickname);
+    l->agent.role_id = cmd->role_id ? strdup(cmd->role_id) : NULL;
+    l->agent.state = TTB_STATE_STARTING;
+    l->agent.created_at = l->agent.last_heartbeat = l->agent.last_active_at = now;
+    if (!l->agent.name || !l->agent.cli || !l->agent.nickname || (cmd->role_id && !l->agent.role_id))
+        return TTB_ERR_NOMEM;
+    return 0;
+}
+
+static int append_transition(ttb_service_t *svc, const ttb_command_t *cmd, const char *id,
+                             ttb_time_t now) {
+    argv_buf_t av = {0};
+    script_head_t head;
+    int rc = push_head(svc, cmd, &av, &head, now);
+    if (!rc) rc = argv_str(&av, ttb_op_name(cmd->op));
+    if (!rc) rc = argv_str(&av, id);
+    if (!rc) rc = argv_str(&av, head.ts_hash);
+    if (!rc) rc = argv_str(&av, head.ts_json);
+    if (!rc)
+        rc = ttb_store_append_script(svc->store, TTB_SCRIPT_TRANSITION, 0, (int)av.n, av.argv,
+                                     av.lens);
+    argv_free(&av);
+    return rc;
+}
+
+static int append_bulk(ttb_service_t *svc, const ttb_command_t *cmd, const town_view_t *v,
+                       ttb_time_t now) {
+    argv_buf_t av = {0};
+    script_head_t head;
+    bool stop_all = cmd->op == TTB_OP_STOP_ALL;
+    int rc = push_head(svc, cmd, &av, &head, now);
+    if (!rc) rc = argv_str(&av, ttb_op_name(cmd->op));
+    if (!rc) rc = argv_str(&av, cmd->all ? "1" : "0");
+    if (!rc) rc = argv_str(&av, head.ts_json);
+    for (size_t i = 0; i < v->nagents && !rc; i++) {
+        ttb_agent_state_t s = v->agents[i].agent.state;
+        bool candidate = stop_all ? !ttb_agent_state_is_terminal(s)
+                                  : cmd->all || s == TTB_STATE_STOPPED || s == TTB_STATE_ERROR;
+        if (candidate) rc = argv_str(&av, v->agents[i].agent.id);
+    }
+    if (!rc)
+        rc = ttb_store_append_script(svc->store, TTB_SCRIPT_BULK, 0, (int)av.n, av.argv, av.lens);
+    argv_free(&av);
+    return rc;
+}
+
+/* list, list_open and status, rendered from the round's listing. */
+static int render_listing(ttb_service_t *svc, const ttb_command_t *cmd, const town_view_t *v,
+                          ttb_outcome_t *out) {
+    json_t *agents = json_array();
+    int rc = agents ? 0 : TTB_ERR_NOMEM;
+    for (size_t i = 0; i < v->nagents && !rc; i++) {
+        const listed_t *l = &v->agents[i];
+        if (cmd->op == TTB_OP_LIST_OPEN && ttb_agent_state_is_terminal(l->agent.state)) continue;
+        json_t *info = ttb_agent_info_to_json(&l->agent, l->inbox_len, l->urgent_len, l->scope);
+        if (!info || json_array_append_new(agents, info)) rc = TTB_ERR_NOMEM;
+    }
+    json_t *result = rc ? NULL : json_object();
+    if (!rc && !result) rc = TTB_ERR_NOMEM;
+    if (!rc && cmd->op == TTB_OP_STATUS) {
+        if (json_object_set_new(result, "town", json_string(cmd->town)) ||
+            json_object_set_new(result, "redis_url", json_string(svc->redis_url)) ||
+            json_object_set_new(result, "agent_count", json_integer((json_int_t)v->nagents)))
+            rc = TTB_ERR_NOMEM;
+    }
+    if (!rc && json_object_set(result, "agents", agents)) rc = TTB_ERR_NOMEM;
+    if (!rc) rc = render(cmd, ttb_op_name(cmd->op), TTB_CODE_OK, NULL, result, ttb_time_now(), out);
+    json_decref(result);
+    json_decref(agents);
+    return rc;
+}
+
+/* get_result: the completed task assigned to @p id with the latest completed_at
+ * (tinytown's max_by_key: a task without completed_at ranks lowest). */
+static int render_get_result(const ttb_command_t *cmd, const town_view_t *v, const char *id,
+                             ttb_outcome_t *out) {
+    const ttb_task_t *best = NULL;
+    for (size_t i = 0; i < v->ntasks; i++) {
+        const ttb_task_t *t = &v->tasks[i];
+        if (strcmp(t->assigned_to, id) != 0) continue;
+        if (!best) {
+            best = t;
+            continue;
+        }
+        int c = (int)t->has_completed_at - (int)best->has_completed_at;
+        if (!c && t->has_completed_at) c = ttb_time_cmp(t->completed_at, best->completed_at);
+        if (!c) c = strcmp(t->id, best->id);
+        if (c > 0) best = t;
+    }
+    json_t *task = best ? ttb_task_to_json(best) : json_null();
+    json_t *result = json_object();
+    int rc = 0;
+    if (!task || !result || json_object_set_new(result, "task", task)) rc = TTB_ERR_NOMEM;
+    if (!rc) rc = render(cmd, ttb_op_name(cmd->op), TTB_CODE_OK, NULL, result, ttb_time_now(), out);
+    json_decref(result);
+    return rc;
+}
+
+/* wait: finished when the agent is terminal or the deadline has passed. */
+static int finish_wait(const ttb_command_t *cmd, const redisReply *agent_reply, int64_t deadline_ms,
+                       int64_t now_ms, ttb_outcome_t *out) {
+    ttb_agent_t agent;
+    ttb_time_t now = ttb_time_from_ms(now_ms);
+    int rc = agent_from_reply(agent_reply, &agent, now);
+    if (rc == TTB_ERR_NOTFOUND) {
+        char msg[TTB_CMD_REF_MAX + 64];
+        snprintf(msg, sizeof(msg), "agent '%s' not found", cmd->agent);
+        return render(cmd, ttb_op_name(cmd->op), TTB_CODE_AGENT_NOT_FOUND, msg, NULL, now, out);
+    }
+    if (rc) return rc;
+    bool terminal = ttb_agent_state_is_terminal(agent.state);
+    if (!terminal && now_ms < deadline_ms) {
+        out->pending = true;
+        out->deadline_ms = deadline_ms;
+        memcpy(out->agent_id, agent.id, TTB_UUID_BUFSZ);
+        ttb_agent_clear(&agent);
+        return 0;
+    }
+    json_t *result = json_object();
+    json_t *a = ttb_agent_to_json(&agent);
+    ttb_agent_clear(&agent);
+    if (!result || !a || json_object_set_new(result, "agent", a) ||
+        json_object_set_new(result, "timed_out", json_boolean(!terminal))) {
+        if (!result) json_decref(a);
+        json_decref(result);
+        return TTB_ERR_NOMEM;
+    }
+    out->pending = false;
+    rc = render(cmd, ttb_op_name(cmd->op), TTB_CODE_OK, NULL, result, now, out);
+    json_decref(result);
+    return rc;
+}
+
+/* Stores read results as idempotency records ("R" + bytes). SET NX GET: if
+ * another bridge stored one first, its record wins and replaces ours. */
+static int store_records(ttb_service_t *svc, const ttb_command_t *const *cmds,
+                         ttb_outcome_t *const *outs, size_t n) {
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)svc->ttl_s);
+    size_t asked = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!outs[i] || !outs[i]->record) continue;
+        char key[TTB_KEY_BUFSZ];
+        size_t klen = ttb_key_command(key, cmds[i]->town, cmds[i]->id);
+        char *value = malloc(outs[i]->record_len + 1);
+        if (!value) return TTB_ERR_NOMEM;
+        value[0] = 'R';
+        memcpy(value + 1, outs[i]->record, outs[i]->record_len);
+        const char *argv[7] = {"SET", key, value, "NX", "GET", "EX", ttl};
+        size_t lens[7] = {3, klen, outs[i]->record_len + 1, 2, 3, 2, strlen(ttl)};
+        int rc = ttb_store_append(svc->store, 7, argv, lens);
+        free(value);
+        if (rc) return rc;
+        asked++;
+    }
+    int first_err = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!outs[i] || !outs[i]->record) continue;
+        redisReply *r;
+        int rc = ttb_store_reply(svc->store, &r);
+        if (rc) return rc;
+        if (r->type == REDIS_REPLY_STRING && !first_err) {
+            ttb_outcome_t earlier;
+            memset(&earlier, 0, sizeof(earlier));
+            rc = outcome_from_stored(cmds[i], r->str, r->len, &earlier);
+            if (rc) {
+                first_err = rc;
+            } else {
+                ttb_outcome_clear(outs[i]);
+                *outs[i] = earlier;
+                outs[i]->replayed = true;
+            }
+        } else if (r->type == REDIS_REPLY_ERROR && !first_err) {
+            ttb_log_error("storing a read result failed", "error", r->str);
+            first_err = TTB_ERR_PROTO;
+        }
+        freeReplyObject(r);
+    }
+    return first_err;
+}
+
+/* Phase 0: every command whose id is already known in its town is answered
+ * from its record, in one pipelined round trip. */
+static int replay_known(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
+                        ttb_outcome_t *out) {
+    for (size_t i = 0; i < n; i++) {
+        char key[TTB_KEY_BUFSZ];
+        ttb_key_command(key, cmds[i].town, cmds[i].id);
+        int rc = ttb_store_appendf(svc->store, "GET %s", key);
+        if (rc) return rc;
+    }
+    int first_err = 0;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *r;
+        int rc = ttb_store_reply(svc->store, &r);
+        if (rc) return rc;
+        if (r->type == REDIS_REPLY_STRING && !first_err) {
+            rc = outcome_from_stored(&cmds[i], r->str, r->len, &out[i]);
+            if (rc) first_err = rc;
+            else out[i].replayed = true;
+        } else if (r->type == REDIS_REPLY_ERROR && !first_err) {
+            first_err = TTB_ERR_PROTO;
+        }
+        freeReplyObject(r);
+    }
+    return first_err;
+}
+
+static bool done(const ttb_outcome_t *o) { return o->record != NULL || o->pending; }
+
+/* Picks the commands of the round that starts at @p start: it ends before the
+ * first command that needs to read a town an earlier command of the round has
+ * changed in a way the read would miss. @returns the index one past its end. */
+static size_t plan_round(const ttb_command_t *cmds, size_t start, size_t n,
+                         const ttb_outcome_t *out, round_t *r, town_view_t *views) {
+    r->views = views;
+    r->nviews = 0;
+    size_t i;
+    for (i = start; i < n; i++) {
+        if (done(&out[i])) continue;
+        const ttb_command_t *c = &cmds[i];
+        int need = needs_of(c);
+        town_view_t *v = round_view(r, c->town);
+        if (v && (((need & NEED_COUNTS) && v->changed) ||
+                  ((need & NEED_DIR) && v->membership_changed)))
+            break;
+        if (!v) {
+            v = &views[r->nviews++];
+            memset(v, 0, sizeof(*v));
+            v->town = c->town;
+        }
+        if (need & NEED_DIR) v->want_dir = true;
+        if (need & NEED_COUNTS) v->want_counts = true;
+        if (need & NEED_TASKS) v->want_tasks = true;
+        if (ttb_op_is_mutating(c->op)) v->changed = true;
+        if (c->op == TTB_OP_PRUNE) v->membership_changed = true;
+    }
+    return i;
+}
+
+/* Queues the commands of one round; fills steps[] and the outcomes known
+ * without Redis (resolution errors, listings). */
+static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
+                       ttb_outcome_t *out, round_t *r, step_t *steps) {
+    for (size_t i = start; i < end; i++) {
+        step_t *st = &steps[i];
+        memset(st, 0, sizeof(*st));
+        if (done(&out[i])) continue;
+        const ttb_command_t *c = &cmds[i];
+        town_view_t *v = round_view(r, c->town);
+        st->view = v;
+        ttb_time_t now = ttb_time_now();
+        int rc = 0, ok = 1;
+        switch (c->op) {
+        case TTB_OP_SPAWN: {
+            char parent[TTB_UUID_BUFSZ] = "";
+            if (c->parent) ok = resolve(c, c->parent, v, parent, &out[i]);
+            if (ok == 1) {
+                rc = append_spawn(svc, c, v, c->parent ? parent : NULL, now);
+                st->kind = STEP_SCRIPT;
+            }
+            break;
+        }
+        case TTB_OP_KILL:
+        case TTB_OP_RESTART:
+        case TTB_OP_INTERRUPT:
+        case TTB_OP_RESUME:
+        case TTB_OP_CLOSE:
+            ok = resolve(c, c->agent, v, st->agent_id, &out[i]);
+            if (ok == 1) {
+                rc = append_transition(svc, c, st->agent_id, now);
+                st->kind = STEP_SCRIPT;
+            }
+            break;
+        case TTB_OP_STOP_ALL:
+        case TTB_OP_PRUNE:
+            rc = append_bulk(svc, c, v, now);
+            st->kind = STEP_SCRIPT;
+            break;
+        case TTB_OP_LIST:
+        case TTB_OP_LIST_OPEN:
+        case TTB_OP_STATUS:
+            rc = render_listing(svc, c, v, &out[i]);
+            st->kind = STEP_READ;
+            break;
+        case TTB_OP_WAIT: {
+            ok = resolve(c, c->agent, v, st->agent_id, &out[i]);
+            if (ok != 1) break;
+            char wkey[TTB_KEY_BUFSZ], akey[TTB_KEY_BUFSZ];
+            ttb_key_wait(wkey, c->town, c->id);
+            ttb_key_agent(akey, c->town, st->agent_id);
+            st->deadline_ms = ttb_time_to_ms(now) + c->timeout_ms;
+            /* The first sight of a wait fixes its deadline, across restarts. */
+            rc = ttb_store_appendf(svc->store, "SET %s %lld NX GET EX %lld", wkey,
+                                   (long long)st->deadline_ms,
+                                   (long long)(c->timeout_ms / 1000 + svc->ttl_s));
+            if (!rc) rc = ttb_store_appendf(svc->store, "HGETALL %s", akey);
+            st->kind = STEP_WAIT;
+            break;
+        }
+        case TTB_OP_GET_RESULT: {
+            ok = resolve(c, c->agent, v, st->agent_id, &out[i]);
+            if (ok != 1) break;
+            /* Confirm the agent exists now, in the same pipeline, whether the
+             * reference was an id or a name found in the directory. */
+            char akey[TTB_KEY_BUFSZ];
+            ttb_key_agent(akey, c->town, st->agent_id);
+            rc = ttb_store_appendf(svc->store, "HGETALL %s", akey);
+            st->kind = STEP_AGENT;
+            break;
+        }
+        default: rc = TTB_ERR_INVALID;
+        }
+        if (ok < 0) return ok;
+        if (rc) return rc;
+        /* A reference that did not resolve is an answer too: remembered like any. */
+        if (st->kind == STEP_READ || ok == 0) st->store_record = true;
+    }
+    return 0;
+}
+
+/* Reads one script reply; on NOSCRIPT (scripts flushed under us) reloads
+ * and runs the same command again. The retry is safe: NOSCRIPT means the
+ * script did not run. */
+static int script_reply(ttb_service_t *svc, redisReply **reply, bool *noscript) {
+    int rc = ttb_store_reply(svc->store, reply);
+    if (rc) return rc;
+    *noscript = ttb_reply_is_noscript(*reply);
+    return 0;
+}
+
+static int collect_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
+                         ttb_outcome_t *out, step_t *steps, bool *need_rerun) {
+    int first_err = 0;
+    for (size_t i = start; i < end; i++) {
+        step_t *st = &steps[i];
+        const ttb_command_t *c = &cmds[i];
+        redisReply *r = NULL, *r2 = NULL;
+        int rc = 0;
+        switch (st->kind) {
+        case STEP_SCRIPT: {
+            bool noscript;
+            if ((rc = script_reply(svc, &r, &noscript))) return rc;
+            if (noscript) {
+                *need_rerun = true; /* left undone; the batch loop runs it again */
+            } else if (r->type == REDIS_REPLY_STRING) {
+                if (!first_err) first_err = outcome_from_stored(c, r->str, r->len, &out[i]);
+            } else {
+                ttb_log_error("script failed", "op", ttb_op_name(c->op), "error",
+                              r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+                if (!first_err)
+                    first_err = render_error(c, TTB_CODE_INTERNAL, "the script failed in Redis",
+                                             &out[i]);
+            }
+            break;
+        }
+        case STEP_WAIT: {
+            if ((rc = ttb_store_reply(svc->store, &r))) return rc;
+            if ((rc = ttb_store_reply(svc->store, &r2))) {
+                freeReplyObject(r);
+                return rc;
+            }
+            int64_t deadline = st->deadline_ms;
+            if (r->type == REDIS_REPLY_STRING) deadline = strtoll(r->str, NULL, 10);
+            if (!first_err)
+                first_err = finish_wait(c, r2, deadline, ttb_time_to_ms(ttb_time_now()), &out[i]);
+            if (!first_err && !out[i].pending) st->store_record = true;
+            break;
+        }
+        case STEP_AGENT: {
+            if ((rc = ttb_store_reply(svc->store, &r))) return rc;
+            if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+                char msg[TTB_CMD_REF_MAX + 64];
+                snprintf(msg, sizeof(msg), "agent '%s' not found", c->agent);
+                if (!first_err) first_err = render_error(c, TTB_CODE_AGENT_NOT_FOUND, msg, &out[i]);
+            } else if (!first_err) {
+                first_err = render_get_result(c, st->view, st->agent_id, &out[i]);
+            }
+            if (!first_err) st->store_record = true;
+            break;
+        }
+        default: break;
+        }
+        if (r) freeReplyObject(r);
+        if (r2) freeReplyObject(r2);
+    }
+    return first_err;
+}
+
+static int store_round_records(ttb_service_t *svc, const ttb_command_t *cmds, size_t start,
+                               size_t end, ttb_outcome_t *out, const step_t *steps) {
+    size_t n = end - start;
+    const ttb_command_t **cs = malloc(sizeof(*cs) * (n ? n : 1));
+    ttb_outcome_t **os = malloc(sizeof(*os) * (n ? n : 1));
+    int rc = (!cs || !os) ? TTB_ERR_NOMEM : 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        cs[i] = &cmds[start + i];
+        os[i] = steps[start + i].store_record ? &out[start + i] : NULL;
+    }
+    if (!rc) rc = store_records(svc, cs, os, n);
+    free(cs);
+    free(os);
+    return rc;
+}
+
+int ttb_service_execute(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
+                        ttb_outcome_t *out) {
+    memset(out, 0, sizeof(*out) * n);
+    if (n == 0) return 0;
+    if (!ttb_store_connected(svc->store)) return TTB_ERR_IO;
+    step_t *steps = calloc(n, sizeof(*steps));
+    town_view_t *views = calloc(n, sizeof(*views));
+    int rc = (!steps || !views) ? TTB_ERR_NOMEM : replay_known(svc, cmds, n, out);
+
+    size_t start = 0;
+    int reruns = 0;
+    while (!rc && start < n) {
+        round_t r;
+        size_t end = plan_round(cmds, start, n, out, &r, views);
+        for (size_t v = 0; v < r.nviews && !rc; v++) {
+            /* plan_round's bookkeeping was about the commands, not the data */
+            r.views[v].changed = r.views[v].membership_changed = false;
+            rc = gather(svc, &r.views[v]);
+        }
+        bool rerun = false;
+        if (!rc) rc = queue_round(svc, cmds, start, end, out, &r, steps);
+        if (!rc) rc = collect_round(svc, cmds, start, end, out, steps, &rerun);
+        if (!rc) rc = store_round_records(svc, cmds, start, end, out, steps);
+        for (size_t v = 0; v < r.nviews; v++) view_clear(&r.views[v]);
+        if (!rc && rerun) {
+            /* Scripts were flushed: reload them and run the round's undone
+             * commands again. Bounded, in case the server keeps flushing. */
+            if (++reruns > 3) rc = TTB_ERR_PROTO;
+            else rc = ttb_store_load_scripts(svc->store);
+            continue;
+        }
+        start = end;
+    }
+    free(steps);
+    free(views);
+    if (rc) {
+        for (size_t i = 0; i < n; i++) ttb_outcome_clear(&out[i]);
+        if (rc == TTB_ERR_PROTO) ttb_store_disconnect(svc->store); /* the pipeline may be out of step */
+    }
+    return rc;
+}
+
+int ttb_service_check_waits(ttb_service_t *svc, const ttb_command_t *const *cmds,
+                            ttb_outcome_t *const *out, size_t n, int64_t now_ms) {
+    if (!ttb_store_connected(svc->store)) return TTB_ERR_IO;
+    for (size_t i = 0; i < n; i++) {
+        if (!out[i]->pending) continue;
+        char akey[TTB_KEY_BUFSZ];
+        ttb_key_agent(akey, cmds[i]->town, out[i]->agent_id);
+        int rc = ttb_store_appendf(svc->store, "HGETALL %s", akey);
+        if (rc) return rc;
+    }
+    /* Work on copies so that a failure leaves the caller's outcomes as they were. */
+    ttb_outcome_t *next = calloc(n ? n : 1, sizeof(*next));
+    ttb_outcome_t **finished = calloc(n ? n : 1, sizeof(*finished));
+    int rc = (!next || !finished) ? TTB_ERR_NOMEM : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!out[i]->pending) continue;
+        redisReply *r;
+        int rr = ttb_store_reply(svc->store, &r);
+        if (rr) {
+            rc = rr;
+            break;
+        }
+        if (!rc) {
+            rc = finish_wait(cmds[i], r, out[i]->deadline_ms, now_ms, &next[i]);
+            if (!rc && !next[i].pending) finished[i] = &next[i];
+        }
+        freeReplyObject(r);
+    }
+    if (!rc) rc = store_records(svc, cmds, finished, n);
+    for (size_t i = 0; i < n; i++) {
+        if (!rc && finished[i]) {
+            ttb_outcome_clear(out[i]);
+            *out[i] = next[i];
+        } else {
+            ttb_outcome_clear(&next[i]);
+        }
+    }
+    free(next);
+    free(finished);
+    return rc;
+}

@@ -1,1 +1,134 @@
 -- SPDX-License-Identifier: MIT
+-- Helpers shared by every script (scripts/embed-lua.py prepends this file).
+--
+-- The scripts are where the bridge writes tinytown's data, so everything
+-- here mirrors tinytown's own writers: the activity list (LPUSH, LTRIM 0 9,
+-- EXPIRE 3600), the stop flag (SET 1 EX 3600), and events as XADD with
+-- MAXLEN ~ 1000 on the town stream and ~ 100 on agent streams, with the
+-- TownEvent JSON serialised field for field as serde does. Keys are built
+-- from the town name (standalone Redis, as tinytown itself requires).
+--
+-- Every script starts by looking up its command's idempotency record and,
+-- if one exists, returns it untouched: a redelivered command changes nothing.
+-- Otherwise it checks, writes, and stores its outcome as a "payload" (a list
+-- of netstrings) from which the bridge renders the result record; the same
+-- payload always renders to the same bytes.
+
+local STATE_TITLE = {
+  cold = 'Cold', starting = 'Starting', idle = 'Idle', working = 'Working',
+  paused = 'Paused', draining = 'Draining', stopped = 'Stopped', error = 'Error',
+}
+local TERMINAL = { cold = true, stopped = true, error = true }
+
+-- Activity lines, byte for byte as tinytown writes them.
+local ACT_STOP = '\240\159\155\145 Stop requested'
+local ACT_INTERRUPT = '\226\143\184\239\184\143 Interrupted (paused)'
+local ACT_RESUME = '\226\150\182\239\184\143 Resumed'
+local ACT_CLOSE = '\240\159\148\187 Closing (draining then stop)'
+
+-- tinytown reads a missing or unknown state as "starting".
+local function norm_state(raw)
+  if raw and STATE_TITLE[raw] then return raw end
+  return 'starting'
+end
+
+local function tkey(town, kind, id)
+  if id then return 'tt:' .. town .. ':' .. kind .. ':' .. id end
+  return 'tt:' .. town .. ':' .. kind
+end
+
+-- serde_json's string escaping: quote, backslash and C0 controls only.
+local JSON_ESC = {
+  ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
+  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
+}
+local function json_str(s)
+  local escaped = string.gsub(s, '[%z\1-\31"\\]', function(c)
+    return JSON_ESC[c] or string.format('\\u%04x', string.byte(c))
+  end)
+  return '"' .. escaped .. '"'
+end
+
+-- A TownEvent with tinytown's member order; absent members are omitted.
+local function event_json(ev)
+  local t = { '{"event_type":', json_str(ev.type) }
+  local function add(name, v)
+    if v then t[#t + 1] = ',"' .. name .. '":' .. json_str(v) end
+  end
+  add('agent_id', ev.agent_id)
+  add('old_state', ev.old)
+  add('new_state', ev.new)
+  t[#t + 1] = ',"message":' .. json_str(ev.message)
+  t[#t + 1] = ',"timestamp":' .. json_str(ev.ts)
+  add('parent_agent_id', ev.parent)
+  add('spawn_mode', ev.spawn_mode)
+  t[#t + 1] = '}'
+  return table.concat(t)
+end
+
+local function xadd(key, maxlen, ev_type, data)
+  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'event_type', ev_type, 'data', data)
+end
+
+local function emit(town, ev)
+  local data = event_json(ev)
+  xadd(tkey(town, 'events'), '1000', ev.type, data)
+  if ev.agent_id then xadd(tkey(town, 'events:agent', ev.agent_id), '100', ev.type, data) end
+  if ev.parent and ev.parent ~= ev.agent_id then
+    xadd(tkey(town, 'events:agent', ev.parent), '100', ev.type, data)
+  end
+end
+
+local function activity(town, id, line)
+  local key = tkey(town, 'activity', id)
+  redis.call('LPUSH', key, line)
+  redis.call('LTRIM', key, 0, 9)
+  redis.call('EXPIRE', key, 3600)
+end
+
+-- The bridge's record of the last state it knows for each agent; state
+-- capture compares against it, so the bridge's own changes are not reported
+-- a second time as foreign ones.
+local function observe(town, id, state)
+  if state then
+    redis.call('HSET', 'ttb:' .. town .. ':observed', id, state)
+  else
+    redis.call('HDEL', 'ttb:' .. town .. ':observed', id)
+  end
+end
+
+local function hash_get(flat, field)
+  for i = 1, #flat, 2 do
+    if flat[i] == field then return flat[i + 1] end
+  end
+  return nil
+end
+
+-- Request a stop the way tinytown's kill does, plus the event it lacks.
+local function kill_agent(town, id, state, ts)
+  redis.call('SET', tkey(town, 'stop', id), '1', 'EX', 3600)
+  redis.call('HSET', tkey(town, 'agent', id), 'state', 'stopped')
+  activity(town, id, ACT_STOP)
+  emit(town, { type = 'agent_stopped', agent_id = id, old = STATE_TITLE[state],
+               new = 'Stopped', message = 'Agent stop requested', ts = ts })
+  observe(town, id, 'stopped')
+end
+
+local function ns(s) return #s .. ':' .. s .. ',' end
+
+-- The stored outcome: "P", a format version, op, code, message, applied_at,
+-- then the agents (each a flat HGETALL array) as netstrings.
+local function payload(op, code, msg, ts, agents)
+  local t = { 'P', ns('1'), ns(op), ns(code), ns(msg), ns(ts), ns(tostring(#agents)) }
+  for _, h in ipairs(agents) do
+    t[#t + 1] = ns(tostring(#h))
+    for _, v in ipairs(h) do t[#t + 1] = ns(v) end
+  end
+  return table.concat(t)
+end
+
+local function finish(cmdkey, ttl, op, code, msg, ts, agents)
+  local p = payload(op, code, msg, ts, agents)
+  redis.call('SET', cmdkey, p, 'EX', ttl)
+  return p
+end

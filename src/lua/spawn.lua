@@ -1,1 +1,44 @@
 -- SPDX-License-Identifier: MIT
+-- Create one agent.
+-- ARGV: town, command key, ttl seconds, time (JSON form), new id, parent id or "",
+--       name, spawn mode, n, n candidate ids (agents the bridge saw with the
+--       same name), then the hash's field/value pairs.
+local town, cmdkey, ttl, ts, id, parent, name, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local ncand = tonumber(ARGV[9])
+local op = 'spawn'
+
+local prev = redis.call('GET', cmdkey)
+if prev then return prev end
+
+if parent ~= '' and redis.call('EXISTS', tkey(town, 'agent', parent)) == 0 then
+  return finish(cmdkey, ttl, op, 'agent_not_found', 'parent agent ' .. parent .. ' not found', ts, {})
+end
+
+-- A name stays unambiguous while its holder is alive: the candidates' state
+-- is re-read here, atomically, since it may have changed since the bridge looked.
+local lname = string.lower(name)
+for i = 1, ncand do
+  local cid = ARGV[9 + i]
+  local found = redis.call('HMGET', tkey(town, 'agent', cid), 'name', 'state')
+  if found[1] and string.lower(found[1]) == lname and not TERMINAL[norm_state(found[2])] then
+    return finish(cmdkey, ttl, op, 'name_conflict',
+                  'agent ' .. found[1] .. ' (' .. string.sub(cid, 1, 4) .. ') is ' ..
+                  STATE_TITLE[norm_state(found[2])] .. '; choose another name or stop it first', ts, {})
+  end
+end
+
+local akey = tkey(town, 'agent', id)
+if redis.call('EXISTS', akey) == 1 then
+  return finish(cmdkey, ttl, op, 'internal', 'agent id ' .. id .. ' already exists', ts, {})
+end
+local fields = {}
+for i = 10 + ncand, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', akey, unpack(fields))
+
+local ev_parent = nil
+if parent ~= '' then ev_parent = parent end
+emit(town, { type = 'agent_spawned', agent_id = id, new = 'Starting', message = 'Agent spawned',
+             ts = ts, parent = ev_parent, spawn_mode = mode })
+observe(town, id, 'starting')
+
+return finish(cmdkey, ttl, op, 'ok', '', ts, { redis.call('HGETALL', akey) })

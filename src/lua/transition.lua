@@ -1,1 +1,61 @@
 -- SPDX-License-Identifier: MIT
+-- One agent's state change: kill, restart, interrupt, resume or close.
+-- ARGV: town, command key, ttl seconds, op, agent id, time (hash form), time (JSON form)
+local town, cmdkey, ttl, op, id, ts_hash, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+
+local prev = redis.call('GET', cmdkey)
+if prev then return prev end
+
+local akey = tkey(town, 'agent', id)
+if redis.call('EXISTS', akey) == 0 then
+  return finish(cmdkey, ttl, op, 'agent_not_found', 'agent ' .. id .. ' not found', ts, {})
+end
+local state = norm_state(redis.call('HGET', akey, 'state'))
+local name = redis.call('HGET', akey, 'name') or id
+local old = STATE_TITLE[state]
+
+if op == 'kill' then
+  kill_agent(town, id, state, ts)
+elseif op == 'restart' then
+  redis.call('HSET', akey, 'state', 'idle', 'rounds_completed', '0', 'last_heartbeat', ts_hash)
+  redis.call('DEL', tkey(town, 'stop', id))
+  emit(town, { type = 'agent_state_changed', agent_id = id, old = old, new = 'Idle',
+               message = 'Agent restarted', ts = ts })
+  observe(town, id, 'idle')
+elseif op == 'interrupt' then
+  if TERMINAL[state] then
+    return finish(cmdkey, ttl, op, 'invalid_state',
+                  'agent ' .. name .. ' is ' .. old .. ' and cannot be interrupted', ts, {})
+  end
+  redis.call('HSET', akey, 'state', 'paused')
+  activity(town, id, ACT_INTERRUPT)
+  emit(town, { type = 'agent_interrupted', agent_id = id, old = old, new = 'Paused',
+               message = 'Agent interrupted (paused)', ts = ts })
+  observe(town, id, 'paused')
+elseif op == 'resume' then
+  if state ~= 'paused' then
+    return finish(cmdkey, ttl, op, 'invalid_state',
+                  'agent ' .. name .. ' is ' .. old .. ', not Paused', ts, {})
+  end
+  redis.call('HSET', akey, 'state', 'idle')
+  redis.call('DEL', tkey(town, 'stop', id))
+  activity(town, id, ACT_RESUME)
+  emit(town, { type = 'agent_resumed', agent_id = id, old = 'Paused', new = 'Idle',
+               message = 'Agent resumed', ts = ts })
+  observe(town, id, 'idle')
+elseif op == 'close' then
+  if TERMINAL[state] then
+    return finish(cmdkey, ttl, op, 'invalid_state',
+                  'agent ' .. name .. ' is already ' .. old, ts, {})
+  end
+  redis.call('HSET', akey, 'state', 'draining')
+  redis.call('SET', tkey(town, 'stop', id), '1', 'EX', 3600)
+  activity(town, id, ACT_CLOSE)
+  emit(town, { type = 'agent_stopped', agent_id = id, old = old, new = 'Draining',
+               message = 'Agent closing (draining then stop)', ts = ts })
+  observe(town, id, 'draining')
+else
+  return redis.error_reply('unknown transition ' .. op)
+end
+
+return finish(cmdkey, ttl, op, 'ok', '', ts, { redis.call('HGETALL', akey) })

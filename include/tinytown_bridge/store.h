@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file store.h
+ * @brief The Redis side: connection, keys, embedded scripts and pipelines.
+ *
+ * A store is one hiredis connection used strictly as a pipeline: callers
+ * append any number of commands, then read the replies in order. Every
+ * flush-and-wait counts as one round trip, which tests and metrics read.
+ * A connection error marks the store disconnected and every later call fails
+ * with TTB_ERR_IO until ttb_store_connect() succeeds again; nothing is
+ * retried here, because only the caller knows whether a retry is safe.
+ *
+ * @locality one thread at a time.
+ */
+#ifndef TINYTOWN_BRIDGE_STORE_H
+#define TINYTOWN_BRIDGE_STORE_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/** How to reach Redis. Strings are copied by ttb_store_new(). */
+typedef struct ttb_redis_opts {
+    const char *host;         /**< default "127.0.0.1" */
+    int port;                 /**< default 6379 */
+    const char *username;     /**< ACL user, or NULL */
+    const char *password;     /**< or NULL; never logged */
+    int db;                   /**< SELECT index, default 0 */
+    int connect_timeout_ms;   /**< default 2000 */
+    int command_timeout_ms;   /**< default 5000 */
+} ttb_redis_opts_t;
+
+/** The embedded Lua scripts. */
+typedef enum ttb_script {
+    TTB_SCRIPT_SPAWN = 0,
+    TTB_SCRIPT_TRANSITION,
+    TTB_SCRIPT_BULK,
+    TTB_SCRIPT__COUNT
+} ttb_script_t;
+
+typedef struct ttb_store ttb_store_t;
+
+/** @returns a new, unconnected store (NULL on NOMEM). Caller frees with ttb_store_free(). */
+ttb_store_t *ttb_store_new(const ttb_redis_opts_t *opts);
+/** Closes and frees. Accepts NULL. */
+void ttb_store_free(ttb_store_t *store);
+
+/**
+ * Connects (closing any previous connection), authenticates, selects the db
+ * and loads the scripts. @returns 0, TTB_ERR_IO (message in @p errstr), or
+ * TTB_ERR_PROTO when the server refuses (e.g. wrong password, old Redis).
+ */
+int ttb_store_connect(ttb_store_t *store, char *errstr, size_t errstr_size);
+/** @returns true while the last operation found the connection usable. */
+bool ttb_store_connected(const ttb_store_t *store);
+/** Drops the connection (e.g. after a protocol desync). */
+void ttb_store_disconnect(ttb_store_t *store);
+/** @returns the last connection error message ("" if none). */
+const char *ttb_store_errstr(const ttb_store_t *store);
+
+/** Queues one command (binary-safe argv). @returns 0 or TTB_ERR_IO / TTB_ERR_NOMEM. */
+int ttb_store_append(ttb_store_t *store, int argc, const char **argv, const size_t *argvlen);
+/** Queues one command from a hiredis format string (%s, %b, %d ...). */
+int ttb_store_appendf(ttb_store_t *store, const char *fmt, ...);
+/** Queues EVALSHA of @p script with @p nkeys keys followed by args (argv holds keys then args). */
+int ttb_store_append_script(ttb_store_t *store, ttb_script_t script, int nkeys, int argc,
+                            const char **argv, const size_t *argvlen);
+/**
+ * Reads the next reply in order (flushing queued commands first; that is a
+ * round trip). The caller frees *reply with freeReplyObject().
+ * @returns 0, or TTB_ERR_IO (the store is then disconnected and every queued
+ * reply is lost).
+ */
+int ttb_store_reply(ttb_store_t *store, redisReply **reply);
+/** Reads and discards @p n replies, returning the first error (replies that are errors do not count). */
+int ttb_store_skip(ttb_store_t *store, size_t n);
+/** Runs one command and returns its reply (append + reply). */
+int ttb_store_command(ttb_store_t *store, redisReply **reply, const char *fmt, ...);
+
+/** @returns the number of round trips (flushes that waited for replies) so far. */
+uint64_t ttb_store_round_trips(const ttb_store_t *store);
+/** @returns the number of reconnects after the first successful connect. */
+uint64_t ttb_store_reconnects(const ttb_store_t *store);
+
+/** Reloads every script (after NOSCRIPT). @returns 0 or TTB_ERR_*. */
+int ttb_store_load_scripts(ttb_store_t *store);
+
+/** @returns true when @p reply is a NOSCRIPT error. */
+bool ttb_reply_is_noscript(const redisReply *reply);
+
+/** Size of buffers that hold any key the bridge builds. */
+#define TTB_KEY_BUFSZ 320
+
+/** tinytown's keys; each writes into a TTB_KEY_BUFSZ buffer and returns the length. */
+size_t ttb_key_agent(char *buf, const char *town, const char *id);
+size_t ttb_key_inbox(char *buf, const char *town, const char *id);
+size_t ttb_key_urgent(char *buf, const char *town, const char *id);
+size_t ttb_key_activity(char *buf, const char *town, const char *id);
+size_t ttb_key_stop(char *buf, const char *town, const char *id);
+size_t ttb_key_task(char *buf, const char *town, const char *id);
+size_t ttb_key_events(char *buf, const char *town);
+size_t ttb_key_agent_events(char *buf, const char *town, const char *id);
+/** SCAN patterns: `tt:{town}:agent:*`, `tt:{town}:task:*` (town names hold no glob characters). */
+size_t ttb_key_agent_pattern(char *buf, const char *town);
+size_t ttb_key_task_pattern(char *buf, const char *town);
+
+/** The bridge's own keys, outside tinytown's `tt:` namespace. */
+size_t ttb_key_command(char *buf, const char *town, const char *command_id);
+size_t ttb_key_wait(char *buf, const char *town, const char *command_id);
+size_t ttb_key_observed(char *buf, const char *town);
+
+#endif
