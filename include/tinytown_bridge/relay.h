@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file relay.h
+ * @brief Event relay: every entry of each allowed town's `tt:{town}:events`
+ *        stream to the events topic, in order, resumable, once per town.
+ *
+ * Runs in its own thread with its own Redis connection and Kafka producer.
+ * Per town it holds a lease in Redis (so that among several bridges exactly
+ * one relays a town), reads the stream from a persisted cursor, produces each
+ * entry (value = the entry's `data`, byte for byte; key = agent id or town;
+ * headers tt-town, tt-event-id, tt-event-type, plus CloudEvents headers when
+ * configured), and advances the cursor only past entries Kafka acknowledged.
+ */
+#ifndef TINYTOWN_BRIDGE_RELAY_H
+#define TINYTOWN_BRIDGE_RELAY_H
+
+#include <stddef.h>
+
+#include "tinytown_bridge/config.h"
+
+typedef struct ttb_relay ttb_relay_t;
+
+/** @returns a relay for @p config (borrowed; must outlive it), or NULL with @p errstr. */
+ttb_relay_t *ttb_relay_new(const ttb_config_t *config, char *errstr, size_t errstr_size);
+/** Starts its thread. @returns 0 or TTB_ERR_*. */
+int ttb_relay_start(ttb_relay_t *relay);
+/** Asks it to stop, waits (flushing acknowledged work and the cursor), bounded by the config's shutdown timeout. */
+void ttb_relay_stop(ttb_relay_t *relay);
+/** Frees (stops first if running). Accepts NULL. */
+void ttb_relay_free(ttb_relay_t *relay);
+
+#endif
