@@ -91,7 +91,11 @@ void ttb_agent_clear(ttb_agent_t *agent);
  * created_at), unknown state → starting, unknown agent_type → worker, unknown
  * spawn_mode → fresh, missing/unparsable counters → 0 (a leading '+' is
  * accepted, as Rust's u64 parser does), unparsable optional ids → absent,
- * unknown fields ignored.
+ * unknown fields ignored, a field given twice takes its last value. Enum
+ * values are read as the contents of a JSON string, as tinytown's serde does
+ * (`\u0069dle` is idle). Two things Rust strings can hold and C strings
+ * cannot: a value is cut at its first NUL byte, and invalid UTF-8 is replaced
+ * by U+FFFD. @p agent is overwritten, not freed first.
  * @returns 0; TTB_ERR_INVALID when there is no parsable `id` (tinytown skips
  *          such a hash); TTB_ERR_NOMEM.
  * @remark On error @p agent holds nothing to free.
@@ -159,8 +163,9 @@ size_t ttb_agent_display_label(const ttb_agent_t *agent, char *buf, size_t size)
 void ttb_agent_short_id(const ttb_agent_t *agent, char out[5]);
 
 /**
- * Trims @p s like Rust's str::trim (Unicode White_Space at both ends).
- * @returns a pointer into @p s and sets *len to the trimmed length.
+ * Trims the NUL-terminated @p s like Rust's str::trim (Unicode White_Space,
+ * UTF-8 encoded, at both ends).
+ * @returns a pointer into @p s and sets *len (output only) to the trimmed length.
  */
 const char *ttb_str_trim(const char *s, size_t *len);
 
@@ -182,10 +187,12 @@ bool ttb_agent_ref_as_uuid(const char *ref, char out[TTB_UUID_BUFSZ]);
  * trimmed; empty → not found; a UUID → the agent with that id; otherwise every
  * agent whose name, display name or display label equals it ignoring ASCII
  * case, or whose short id equals it, matches.
- * @returns TTB_CODE_OK with *index set; TTB_CODE_AGENT_NOT_FOUND; or
- * TTB_CODE_AMBIGUOUS_AGENT, with @p errstr listing "{label} ({short id})" of
- * every match, in array order, separated by ", ".
- * @p errstr gets a message on every non-OK code.
+ * @returns TTB_CODE_OK with *index set; TTB_CODE_AGENT_NOT_FOUND
+ * ("agent '{ref}' not found"); or TTB_CODE_AMBIGUOUS_AGENT ("agent reference
+ * '{ref}' is ambiguous: " then "{label} ({short id})" of every match, in array
+ * order, separated by ", "), {ref} being the trimmed reference.
+ * @p errstr gets a message on every non-OK code, truncated to @p errstr_size
+ * without splitting a UTF-8 character.
  */
 ttb_code_t ttb_agent_resolve(const ttb_agent_t *agents, size_t n, const char *ref, size_t *index,
                              char *errstr, size_t errstr_size);

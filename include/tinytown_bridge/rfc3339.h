@@ -5,8 +5,10 @@
  *
  * tinytown (chrono) writes UTC instants with the shortest exact fraction of
  * 0, 3, 6 or 9 digits: `2026-11-24T06:51:00.123456789+00:00` in Redis hashes
- * and `...Z` in JSON. Readers accept any valid RFC 3339 timestamp (any offset,
- * `t`/`T` or space separator, `z`/`Z`, 1-9 fraction digits) and normalise to UTC.
+ * and `...Z` in JSON. Readers accept any valid RFC 3339 timestamp as chrono's
+ * `parse_from_rfc3339` does (offsets up to ±23:59, also with U+2212 as the
+ * minus sign; `t`/`T` or space separator; `z`/`Z`; one or more fraction digits,
+ * those past the ninth ignored) and normalise to UTC.
  */
 #ifndef TINYTOWN_BRIDGE_RFC3339_H
 #define TINYTOWN_BRIDGE_RFC3339_H
@@ -20,13 +22,14 @@ typedef struct ttb_time {
     int32_t nsec;
 } ttb_time_t;
 
-/** Big enough for any formatted instant, with its NUL. */
+/** Big enough for any formatted instant of a year up to six digits, with its NUL. */
 #define TTB_TIME_BUFSZ 40
 
 /**
  * Parses an RFC 3339 timestamp of exactly @p len bytes (years 0000-9999).
  * Rejects out-of-range fields (month 13, day 31 in April, hour 24, ...).
- * A leap second (:60) is accepted and folded into :59.999999999 like chrono.
+ * A leap second (:60, in any minute, as chrono allows) is accepted; since
+ * nsec cannot exceed 999999999 here it is folded into :59.999999999.
  * @returns 0, or TTB_ERR_INVALID.
  */
 int ttb_time_parse(const char *s, size_t len, ttb_time_t *out);

@@ -27,7 +27,9 @@ int ttb_uuid_v4(char out[TTB_UUID_BUFSZ]);
 /**
  * Parses the forms Rust's `Uuid::parse_str` accepts — hyphenated (any case),
  * 32 hex digits, `{hyphenated}` and `urn:uuid:hyphenated` — of exactly @p len
- * bytes, and writes the canonical lowercase form.
+ * bytes, and writes the canonical lowercase form. Like the crate, the braces
+ * and the `urn:uuid:` prefix are matched exactly (lowercase prefix only) and
+ * no whitespace is skipped.
  * @returns 0, or TTB_ERR_INVALID.
  */
 int ttb_uuid_parse(const char *s, size_t len, char out[TTB_UUID_BUFSZ]);

@@ -75,7 +75,7 @@ static int flush(void **state) {
     return 0;
 }
 
-static redisReply *R(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static redisReply *R(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     redisReply *r = redisvCommand(rc, fmt, ap);
@@ -84,7 +84,7 @@ static redisReply *R(const char *fmt, ...) {
     return r;
 }
 
-static long long Rint(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static long long Rint(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     redisReply *r = redisvCommand(rc, fmt, ap);
@@ -97,7 +97,7 @@ static long long Rint(const char *fmt, ...) {
 }
 
 /* Returns a malloc'd string value, or NULL for nil. */
-static char *Rstr(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static char *Rstr(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     redisReply *r = redisvCommand(rc, fmt, ap);
@@ -135,7 +135,8 @@ static run_t *exec_json(const char *json) {
     return r;
 }
 
-static run_t *execf(const char *op, const char *args_fmt, ...) {
+__attribute__((format(printf, 2, 3))) static run_t *execf(const char *op, const char *args_fmt,
+                                                         ...) {
     char args[2048], json[4096];
     va_list ap;
     va_start(ap, args_fmt);
@@ -530,7 +531,7 @@ static void test_list_status_and_scope(void **state) {
     freeReplyObject(R("RPUSH tt:demo:inbox:%s m1 m2", a));
     freeReplyObject(R("RPUSH tt:demo:urgent:%s u1", a));
 
-    run_t *r = execf("list", "");
+    run_t *r = execf("list", "%s", "");
     assert_ok(r);
     json_t *agents = res(r, "agents");
     assert_int_equal(json_array_size(agents), 2);
@@ -542,11 +543,11 @@ static void test_list_status_and_scope(void **state) {
     assert_true(json_is_null(json_object_get(json_array_get(agents, 1), "current_scope")));
     run_free(r);
 
-    r = execf("list_open", "");
+    r = execf("list_open", "%s", "");
     assert_int_equal(json_array_size(res(r, "agents")), 1);
     run_free(r);
 
-    r = execf("status", "");
+    r = execf("status", "%s", "");
     assert_ok(r);
     assert_string_equal(json_string_value(res(r, "town")), "demo");
     assert_string_equal(json_string_value(res(r, "redis_url")), "redis://:****@127.0.0.1:1");
@@ -565,7 +566,7 @@ static void test_stop_all_and_prune(void **state) {
     spawn("two", b);
     spawn("three", c);
     set_state(c, "error");
-    run_t *r = execf("stop_all", "");
+    run_t *r = execf("stop_all", "%s", "");
     assert_ok(r);
     assert_int_equal(json_array_size(res(r, "stopped")), 2);
     run_free(r);
@@ -575,7 +576,7 @@ static void test_stop_all_and_prune(void **state) {
 
     set_state(a, "idle");
     freeReplyObject(R("RPUSH tt:demo:inbox:%s m", b));
-    r = execf("prune", "");
+    r = execf("prune", "%s", "");
     assert_ok(r);
     assert_int_equal(json_array_size(res(r, "removed")), 2);
     run_free(r);
@@ -838,7 +839,7 @@ static void test_list_10000_agents_in_few_round_trips(void **state) {
     }
     freeReplyObject(R("CONFIG RESETSTAT"));
     uint64_t before = ttb_store_round_trips(store);
-    run_t *r = execf("list", "");
+    run_t *r = execf("list", "%s", "");
     uint64_t trips = ttb_store_round_trips(store) - before;
     assert_ok(r);
     assert_int_equal(json_array_size(res(r, "agents")), N);
@@ -935,7 +936,7 @@ static void test_reads_agents_tinytown_wrote(void **state) {
     freeReplyObject(R("HSET tt:demo:agent:bogus name nameless state idle"));
     freeReplyObject(R("HSET tt:demo:agent:weird id 0a0b0c0d-1111-4222-8333-444455557777 name odd "
                       "state sleeping agent_type alien spawn_mode sideways created_at yesterday"));
-    run_t *r = execf("list", "");
+    run_t *r = execf("list", "%s", "");
     assert_ok(r);
     json_t *agents = res(r, "agents");
     assert_int_equal(json_array_size(agents), 2); /* the id-less hash is skipped */
