@@ -40,13 +40,16 @@ def free_port():
 
 def wait_until(predicate, timeout, interval=0.01, what="condition"):
     """Poll predicate() until it returns something truthy and return that;
-    raise AssertionError naming `what` after `timeout` seconds."""
+    raise AssertionError naming `what` (a string, or a callable giving one at
+    failure time) after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
+            if callable(what):
+                what = what()
             raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
         time.sleep(interval)
 

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file kafka.h
+ * @brief Small helpers over librdkafka shared by the bridge, the relay and `send`.
+ */
+#ifndef TINYTOWN_BRIDGE_KAFKA_H
+#define TINYTOWN_BRIDGE_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "tinytown_bridge/config.h"
+
+typedef enum ttb_kafka_role { TTB_KAFKA_PRODUCER, TTB_KAFKA_CONSUMER } ttb_kafka_role_t;
+
+/**
+ * Builds a librdkafka configuration: bootstrap servers, the role's defaults
+ * (see kafka.c), then the user's properties (common, then per role) so the
+ * user always has the last word. Every property is checked.
+ * @returns a new conf (caller owns it until rd_kafka_new takes it) or NULL
+ * with `property: problem` in @p errstr.
+ */
+rd_kafka_conf_t *ttb_kafka_conf(const ttb_config_t *config, ttb_kafka_role_t role, char *errstr,
+                                size_t errstr_size);
+
+/** Sets one property, writing "key: reason" into @p errstr on failure. @returns 0 or TTB_ERR_INVALID. */
+int ttb_kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
+                  size_t errstr_size);
+
+/** Adds a string header (copied). @returns 0 or TTB_ERR_NOMEM. */
+int ttb_kafka_header(rd_kafka_headers_t *hdrs, const char *name, const char *value);
+
+#endif

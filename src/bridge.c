@@ -1,0 +1,787 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The command loop. Each pass: poll up to a batch of records, parse them,
+ * apply the valid ones through the agent service in one call, produce every
+ * result that is ready, serve delivery reports, re-check pending waits, and
+ * store the offsets that became safe.
+ *
+ * Offsets: every record joins its partition's FIFO when polled and is "done"
+ * when all it produced (a result, perhaps a dead letter) is acknowledged by
+ * the broker. The stored offset of a partition is the first record not done,
+ * so a slow `wait` holds its partition's committed offset back (not its
+ * processing) and a crash redelivers at most what was not acknowledged.
+ * librdkafka's auto-commit ships stored offsets; revocation and shutdown
+ * commit synchronously.
+ */
+#include "tinytown_bridge/bridge.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tinytown_bridge/kafka.h"
+#include "tinytown_bridge/log.h"
+#include "tinytown_bridge/metrics.h"
+#include "tinytown_bridge/service.h"
+
+typedef struct record {
+    struct record *next; /* partition FIFO */
+    int32_t partition;
+    int64_t offset;
+    uint64_t received_us;
+    ttb_command_t cmd;
+    ttb_code_t parse_code;
+    char parse_error[256];
+    ttb_outcome_t out;
+    char *key, *value; /* the original record, for the dead-letter topic */
+    size_t key_len, value_len;
+    bool has_key;
+    int deliveries;    /* produced, not yet acknowledged */
+    bool produced;     /* everything it needs was produced */
+    bool done;         /* ... and acknowledged */
+    bool orphaned;     /* its partition was revoked: free when acknowledged */
+} record_t;
+
+typedef struct partition {
+    bool active;
+    record_t *head, *tail;
+    int64_t stored; /* last offset stored, -1 none */
+} partition_t;
+
+struct ttb_bridge {
+    const ttb_config_t *config;
+    ttb_command_policy_t policy;
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;
+    ttb_store_t *store;
+    ttb_service_t *service;
+
+    partition_t *parts;
+    size_t nparts;
+
+    record_t **stalled; /* parsed commands waiting for Redis */
+    size_t nstalled, capstalled;
+    record_t **waits; /* pending `wait`s */
+    size_t nwaits, capwaits;
+
+    int64_t in_flight;
+    bool paused;         /* partitions paused (backpressure, Redis down, stopping) */
+    bool redis_down;
+    uint64_t redis_down_since_us;
+    uint64_t next_redis_try_us;
+    int backoff_ms;
+    uint64_t next_wait_check_us;
+    uint64_t next_health_us;
+    uint64_t next_summary_us;
+    uint64_t summary_commands, summary_errors;
+    int fatal;
+    char fatal_msg[512];
+};
+
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int64_t wall_ms(void) { return ttb_time_to_ms(ttb_time_now()); }
+
+static void record_free(record_t *r) {
+    if (!r) return;
+    ttb_command_clear(&r->cmd);
+    ttb_outcome_clear(&r->out);
+    free(r->key);
+    free(r->value);
+    free(r);
+}
+
+static int push_ptr(record_t ***items, size_t *n, size_t *cap, record_t *r) {
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        record_t **p = realloc(*items, ncap * sizeof(*p));
+        if (!p) return TTB_ERR_NOMEM;
+        *items = p;
+        *cap = ncap;
+    }
+    (*items)[(*n)++] = r;
+    return 0;
+}
+
+static partition_t *partition_get(ttb_bridge_t *b, int32_t p) {
+    if (p < 0) return NULL;
+    if ((size_t)p >= b->nparts) {
+        size_t n = (size_t)p + 1;
+        partition_t *np = realloc(b->parts, n * sizeof(*np));
+        if (!np) return NULL;
+        for (size_t i = b->nparts; i < n; i++) {
+            memset(&np[i], 0, sizeof(np[i]));
+            np[i].stored = -1;
+        }
+        b->parts = np;
+        b->nparts = n;
+    }
+    return &b->parts[p];
+}
+
+static void fail_fatal(ttb_bridge_t *b, const char *msg, const char *detail) {
+    if (b->fatal) return;
+    b->fatal = TTB_ERR_IO;
+    snprintf(b->fatal_msg, sizeof(b->fatal_msg), "%s: %s", msg, detail);
+    ttb_log_error(msg, "error", detail);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Producing                                                                */
+
+static void record_delivered(ttb_bridge_t *b, record_t *r);
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    ttb_bridge_t *b = opaque;
+    record_t *r = m->_private;
+    if (!r) return;
+    if (m->err) {
+        /* The idempotent producer retried until message.timeout.ms; the
+         * record stays unacknowledged and its offset unstored, so stopping
+         * here and starting again delivers it anew. */
+        fail_fatal(b, "delivery failed", rd_kafka_err2str(m->err));
+        r->deliveries--;
+        if (r->orphaned && r->deliveries == 0) record_free(r);
+        return;
+    }
+    r->deliveries--;
+    if (r->orphaned) {
+        if (r->deliveries == 0) record_free(r);
+        return;
+    }
+    if (r->deliveries == 0 && r->produced) record_delivered(b, r);
+}
+
+/* producev with the queue-full retry every producer needs. */
+static rd_kafka_resp_err_t produce(ttb_bridge_t *b, const char *topic, const void *key,
+                                   size_t key_len, const void *value, size_t value_len,
+                                   rd_kafka_headers_t *hdrs, record_t *r) {
+    for (int attempt = 0;; attempt++) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            b->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
+            RD_KAFKA_V_VALUE((void *)(uintptr_t)value, value_len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+            RD_KAFKA_V_OPAQUE(r), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || attempt > 600) {
+            if (err) rd_kafka_headers_destroy(hdrs);
+            else r->deliveries++;
+            return err;
+        }
+        rd_kafka_poll(b->producer, 100);
+    }
+}
+
+static const char *record_op(const record_t *r) {
+    if (r->parse_code == TTB_CODE_OK) return ttb_op_name(r->cmd.op);
+    return r->cmd.op_name;
+}
+
+static int produce_result(ttb_bridge_t *b, record_t *r) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    const char *op = record_op(r);
+    if (r->cmd.id) ttb_kafka_header(h, "tt-command-id", r->cmd.id);
+    if (op) ttb_kafka_header(h, "tt-op", op);
+    if (r->cmd.town) ttb_kafka_header(h, "tt-town", r->cmd.town);
+    ttb_kafka_header(h, "tt-status", r->out.code == TTB_CODE_OK ? "ok" : "error");
+    rd_kafka_resp_err_t err =
+        produce(b, b->config->results_topic, r->cmd.id, r->cmd.id ? strlen(r->cmd.id) : 0,
+                r->out.record, r->out.record_len, h, r);
+    if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+        /* A result bigger than the producer may send: say so instead. */
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "the result has %zu bytes, more than Kafka accepts (message.max.bytes)",
+                 r->out.record_len);
+        ttb_result_t res = {.id = r->cmd.id, .town = r->cmd.town, .op = op,
+                            .code = TTB_CODE_TOO_LARGE, .message = msg,
+                            .applied_at = ttb_time_now()};
+        free(r->out.record);
+        r->out.code = TTB_CODE_TOO_LARGE;
+        r->out.record = ttb_result_encode(&res, &r->out.record_len);
+        if (!r->out.record) return TTB_ERR_NOMEM;
+        ttb_log_warn("result too large for Kafka", "id", r->cmd.id, "bytes", msg);
+        return produce_result(b, r);
+    }
+    if (err) {
+        fail_fatal(b, "cannot produce a result", rd_kafka_err2str(err));
+        return TTB_ERR_IO;
+    }
+    return 0;
+}
+
+static int produce_dead_letter(ttb_bridge_t *b, record_t *r) {
+    char partition[16], offset[24];
+    snprintf(partition, sizeof(partition), "%" PRId32, r->partition);
+    snprintf(offset, sizeof(offset), "%" PRId64, r->offset);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+    ttb_kafka_header(h, "tt-error-code", ttb_code_name(r->parse_code));
+    ttb_kafka_header(h, "tt-error-message", r->parse_error);
+    ttb_kafka_header(h, "tt-source-topic", b->config->commands_topic);
+    ttb_kafka_header(h, "tt-source-partition", partition);
+    ttb_kafka_header(h, "tt-source-offset", offset);
+    rd_kafka_resp_err_t err = produce(b, b->config->dlq_topic, r->has_key ? r->key : NULL,
+                                      r->key_len, r->value, r->value_len, h, r);
+    if (err) {
+        fail_fatal(b, "cannot produce a dead letter", rd_kafka_err2str(err));
+        return TTB_ERR_IO;
+    }
+    ttb_metrics.dead_letters++;
+    return 0;
+}
+
+/* Everything a finished record must produce. */
+static void record_finish(ttb_bridge_t *b, record_t *r) {
+    if (r->out.replayed) ttb_metrics.replayed++;
+    if (ttb_log_enabled(TTB_LOG_DEBUG)) {
+        char part[16], off[24];
+        snprintf(part, sizeof(part), "%" PRId32, r->partition);
+        snprintf(off, sizeof(off), "%" PRId64, r->offset);
+        ttb_log_debug("command", "id", r->cmd.id, "town", r->cmd.town, "op", record_op(r),
+                      "status", ttb_code_name(r->out.code), "replayed",
+                      r->out.replayed ? "true" : "false", "partition", part, "offset", off);
+    }
+    if (produce_result(b, r)) return;
+    if (r->parse_code != TTB_CODE_OK && ttb_code_is_dead_letter(r->parse_code) &&
+        produce_dead_letter(b, r))
+        return;
+    r->produced = true;
+    if (r->deliveries == 0) record_delivered(b, r);
+}
+
+static void record_delivered(ttb_bridge_t *b, record_t *r) {
+    r->done = true;
+    b->in_flight--;
+    ttb_metrics.in_flight = b->in_flight;
+    int op = r->parse_code == TTB_CODE_OK ? (int)r->cmd.op : -1;
+    ttb_metrics_command(op, r->out.code, now_us() - r->received_us);
+    b->summary_commands++;
+    if (r->out.code != TTB_CODE_OK) b->summary_errors++;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Offsets                                                                   */
+
+/* Stores, per partition, the offset after the longest prefix of done records. */
+static void store_offsets(ttb_bridge_t *b) {
+    rd_kafka_topic_partition_list_t *list = NULL;
+    for (size_t p = 0; p < b->nparts; p++) {
+        partition_t *pt = &b->parts[p];
+        int64_t next = -1;
+        while (pt->head && pt->head->done) {
+            record_t *r = pt->head;
+            next = r->offset + 1;
+            pt->head = r->next;
+            if (!pt->head) pt->tail = NULL;
+            record_free(r);
+        }
+        if (next < 0 || !pt->active) continue;
+        if (!list) list = rd_kafka_topic_partition_list_new(8);
+        rd_kafka_topic_partition_list_add(list, b->config->commands_topic, (int32_t)p)->offset =
+            next;
+        pt->stored = next;
+    }
+    if (!list) return;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(b->consumer, list);
+    if (err) ttb_log_warn("storing offsets failed", "error", rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Removes the records of partition @p p from the stalled and wait lists. */
+static void drop_from(record_t **items, size_t *n, int32_t p) {
+    size_t w = 0;
+    for (size_t i = 0; i < *n; i++)
+        if (items[i]->partition != p) items[w++] = items[i];
+    *n = w;
+}
+
+/* A partition goes: results already produced are flushed and committed; the
+ * rest is left to its next owner, who gets those records again. */
+static void partition_release(ttb_bridge_t *b, int32_t p) {
+    partition_t *pt = partition_get(b, p);
+    if (!pt) return;
+    drop_from(b->stalled, &b->nstalled, p);
+    drop_from(b->waits, &b->nwaits, p);
+    ttb_metrics.pending_waits = (int64_t)b->nwaits;
+    record_t *r = pt->head;
+    while (r) {
+        record_t *next = r->next;
+        if (!r->done) b->in_flight--;
+        if (r->deliveries > 0) r->orphaned = true;
+        else record_free(r);
+        r = next;
+    }
+    pt->head = pt->tail = NULL;
+    pt->active = false;
+    ttb_metrics.in_flight = b->in_flight;
+    if ((size_t)p < TTB_METRICS_MAX_PARTITIONS) ttb_metrics.consumer_lag[p] = -1;
+}
+
+static void commit_sync(ttb_bridge_t *b) {
+    rd_kafka_resp_err_t err = rd_kafka_commit(b->consumer, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        ttb_log_warn("offset commit failed", "error", rd_kafka_err2str(err));
+}
+
+static void set_paused(ttb_bridge_t *b, bool paused);
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    ttb_bridge_t *b = opaque;
+    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    char count[16];
+    snprintf(count, sizeof(count), "%d", parts->cnt);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            partition_t *pt = partition_get(b, parts->elems[i].partition);
+            if (pt) pt->active = true;
+        }
+        if (cooperative) rd_kafka_incremental_assign(rk, parts);
+        else rd_kafka_assign(rk, parts);
+        if (b->paused) rd_kafka_pause_partitions(rk, parts);
+        ttb_metrics.assigned = true;
+        ttb_log_info("partitions assigned", "count", count, "topic", b->config->commands_topic);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        /* Let what was produced land, so its offsets can be committed now
+         * rather than redelivered to the next owner. */
+        rd_kafka_flush(b->producer, b->config->shutdown_timeout_ms);
+        store_offsets(b);
+        commit_sync(b);
+        for (int i = 0; i < parts->cnt; i++) partition_release(b, parts->elems[i].partition);
+        ttb_log_info("partitions revoked", "count", count);
+    }
+    if (cooperative) {
+        rd_kafka_incremental_unassign(rk, parts);
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+    rd_kafka_topic_partition_list_t *left = NULL;
+    bool any = rd_kafka_assignment(rk, &left) == RD_KAFKA_RESP_ERR_NO_ERROR && left->cnt > 0;
+    if (left) rd_kafka_topic_partition_list_destroy(left);
+    ttb_metrics.assigned = any;
+}
+
+static void set_paused(ttb_bridge_t *b, bool paused) {
+    if (b->paused == paused) return;
+    rd_kafka_topic_partition_list_t *list = NULL;
+    if (rd_kafka_assignment(b->consumer, &list) == RD_KAFKA_RESP_ERR_NO_ERROR && list) {
+        if (paused) rd_kafka_pause_partitions(b->consumer, list);
+        else rd_kafka_resume_partitions(b->consumer, list);
+    }
+    if (list) rd_kafka_topic_partition_list_destroy(list);
+    b->paused = paused;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Applying                                                                  */
+
+static void redis_went_down(ttb_bridge_t *b) {
+    if (!b->redis_down) {
+        b->redis_down = true;
+        b->redis_down_since_us = now_us();
+        b->backoff_ms = 100;
+        ttb_metrics.redis_up = false;
+        ttb_log_warn("redis unreachable: pausing consumption", "error",
+                     ttb_store_errstr(b->store));
+    }
+    b->next_redis_try_us = now_us() + (uint64_t)b->backoff_ms * 1000u;
+    b->backoff_ms *= 2;
+    if (b->backoff_ms > b->config->redis_backoff_max_ms) b->backoff_ms = b->config->redis_backoff_max_ms;
+}
+
+static void redis_came_back(ttb_bridge_t *b) {
+    uint64_t down = now_us() - b->redis_down_since_us;
+    ttb_metrics.redis_outage_us += down;
+    ttb_metrics.redis_reconnects++;
+    b->redis_down = false;
+    ttb_metrics.redis_up = true;
+    char secs[32];
+    snprintf(secs, sizeof(secs), "%.3f", (double)down / 1e6);
+    ttb_log_info("redis reachable again: resuming", "outage_s", secs);
+}
+
+/* Keeps Redis's state known even when no command flows: reconnects with
+ * backoff while it is down, and pings it once a second while it is idle, so
+ * readiness and the outage log follow reality. @returns true when connected. */
+static bool redis_tick(ttb_bridge_t *b) {
+    uint64_t now = now_us();
+    if (!ttb_store_connected(b->store)) {
+        char err[256];
+        if (now < b->next_redis_try_us) return false;
+        if (ttb_store_connect(b->store, err, sizeof(err))) {
+            redis_went_down(b);
+            return false;
+        }
+        if (b->redis_down) redis_came_back(b);
+        b->next_health_us = now + 1000000u;
+        return true;
+    }
+    if (now >= b->next_health_us) {
+        b->next_health_us = now + 1000000u;
+        redisReply *r;
+        if (ttb_store_command(b->store, &r, "PING")) {
+            redis_went_down(b);
+            return false;
+        }
+        freeReplyObject(r);
+    }
+    return true;
+}
+
+/* Runs the stalled commands through the service. On success their results
+ * are produced (or they join the waits); on an outage they stay stalled. */
+static void apply_stalled(ttb_bridge_t *b) {
+    if (b->nstalled == 0 || !redis_tick(b)) return;
+    size_t n = b->nstalled;
+    ttb_command_t *cmds = malloc(n * sizeof(*cmds));
+    ttb_outcome_t *outs = calloc(n, sizeof(*outs));
+    if (!cmds || !outs) {
+        free(cmds);
+        free(outs);
+        fail_fatal(b, "out of memory", "applying a batch");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) cmds[i] = b->stalled[i]->cmd; /* shallow: strings stay owned */
+    int rc = ttb_service_execute(b->service, cmds, n, outs);
+    free(cmds);
+    if (rc == TTB_ERR_IO || rc == TTB_ERR_PROTO) {
+        free(outs);
+        redis_went_down(b);
+        return;
+    }
+    if (rc) {
+        free(outs);
+        fail_fatal(b, "applying a batch failed", ttb_err_str(rc));
+        return;
+    }
+    if (b->redis_down) redis_came_back(b);
+    ttb_metrics.batches++;
+    ttb_metrics.batch_records += n;
+    for (size_t i = 0; i < n; i++) {
+        record_t *r = b->stalled[i];
+        r->out = outs[i];
+        if (r->out.pending) {
+            if (push_ptr(&b->waits, &b->nwaits, &b->capwaits, r))
+                fail_fatal(b, "out of memory", "pending waits");
+        } else {
+            record_finish(b, r);
+        }
+    }
+    free(outs);
+    b->nstalled = 0;
+    ttb_metrics.pending_waits = (int64_t)b->nwaits;
+}
+
+static void check_waits(ttb_bridge_t *b) {
+    if (b->nwaits == 0 || b->redis_down || now_us() < b->next_wait_check_us) return;
+    b->next_wait_check_us = now_us() + (uint64_t)b->config->wait_check_interval_ms * 1000u;
+    const ttb_command_t **cmds = malloc(b->nwaits * sizeof(*cmds));
+    ttb_outcome_t **outs = malloc(b->nwaits * sizeof(*outs));
+    if (!cmds || !outs) {
+        free(cmds);
+        free(outs);
+        return; /* tried again at the next interval */
+    }
+    for (size_t i = 0; i < b->nwaits; i++) {
+        cmds[i] = &b->waits[i]->cmd;
+        outs[i] = &b->waits[i]->out;
+    }
+    int rc = ttb_service_check_waits(b->service, cmds, outs, b->nwaits, wall_ms());
+    free(cmds);
+    free(outs);
+    if (rc == TTB_ERR_IO || rc == TTB_ERR_PROTO) {
+        redis_went_down(b);
+        return;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < b->nwaits; i++) {
+        record_t *r = b->waits[i];
+        if (r->out.pending) b->waits[w++] = r;
+        else record_finish(b, r);
+    }
+    b->nwaits = w;
+    ttb_metrics.pending_waits = (int64_t)w;
+}
+
+/* Takes one polled record: parsed commands join the stalled list; unusable
+ * ones are answered (and dead-lettered) at once, without Redis. */
+static void take_record(ttb_bridge_t *b, rd_kafka_message_t *m) {
+    partition_t *pt = partition_get(b, m->partition);
+    record_t *r = calloc(1, sizeof(*r));
+    if (!pt || !r) {
+        free(r);
+        fail_fatal(b, "out of memory", "taking a record");
+        return;
+    }
+    r->partition = m->partition;
+    r->offset = m->offset;
+    r->received_us = now_us();
+    const char *value = m->payload ? m->payload : "";
+    r->parse_code = ttb_command_parse(value, m->len, &b->policy, &r->cmd, r->parse_error,
+                                      sizeof(r->parse_error));
+    if (!pt->tail) pt->head = r;
+    else pt->tail->next = r;
+    pt->tail = r;
+    pt->active = true;
+    b->in_flight++;
+    ttb_metrics.in_flight = b->in_flight;
+
+    if (r->parse_code == TTB_CODE_OK) {
+        if (push_ptr(&b->stalled, &b->nstalled, &b->capstalled, r))
+            fail_fatal(b, "out of memory", "taking a record");
+        return;
+    }
+    /* Keep the original bytes for the dead-letter topic. */
+    r->has_key = m->key != NULL;
+    r->key = malloc(m->key_len + 1);
+    r->value = malloc(m->len + 1);
+    if (!r->key || !r->value) {
+        fail_fatal(b, "out of memory", "taking a record");
+        return;
+    }
+    if (m->key_len) memcpy(r->key, m->key, m->key_len);
+    if (m->len) memcpy(r->value, m->payload, m->len);
+    r->key_len = m->key_len;
+    r->value_len = m->len;
+    ttb_result_t res = {.id = r->cmd.id, .town = r->cmd.town, .op = r->cmd.op_name,
+                        .code = r->parse_code, .message = r->parse_error,
+                        .applied_at = ttb_time_now()};
+    r->out.code = r->parse_code;
+    r->out.record = ttb_result_encode(&res, &r->out.record_len);
+    if (!r->out.record) {
+        fail_fatal(b, "out of memory", "encoding a result");
+        return;
+    }
+    ttb_log_debug("invalid command", "code", ttb_code_name(r->parse_code), "error",
+                  r->parse_error);
+    record_finish(b, r);
+}
+
+/* Polls up to batch_size records, waiting at most @p first_timeout_ms for the first. */
+static size_t poll_batch(ttb_bridge_t *b, int first_timeout_ms) {
+    size_t got = 0;
+    uint64_t deadline = 0;
+    int timeout = first_timeout_ms;
+    while (got < b->config->batch_size) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(b->consumer, timeout);
+        if (!m) {
+            if (got == 0 || now_us() >= deadline) break;
+            timeout = 1;
+            continue;
+        }
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                ttb_log_warn("consumer error", "error", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            if (got == 0) break;
+            continue;
+        }
+        take_record(b, m);
+        rd_kafka_message_destroy(m);
+        if (got++ == 0) deadline = now_us() + (uint64_t)b->config->batch_timeout_ms * 1000u;
+        timeout = now_us() < deadline ? 1 : 0;
+    }
+    return got;
+}
+
+static void update_lag(ttb_bridge_t *b) {
+    rd_kafka_topic_partition_list_t *list = NULL;
+    if (rd_kafka_assignment(b->consumer, &list) || !list) return;
+    rd_kafka_position(b->consumer, list);
+    for (int i = 0; i < list->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &list->elems[i];
+        int64_t lo, hi;
+        if (tp->partition < 0 || tp->partition >= TTB_METRICS_MAX_PARTITIONS) continue;
+        if (rd_kafka_get_watermark_offsets(b->consumer, tp->topic, tp->partition, &lo, &hi) ||
+            tp->offset < 0) {
+            ttb_metrics.consumer_lag[tp->partition] = -1;
+            continue;
+        }
+        ttb_metrics.consumer_lag[tp->partition] = hi > tp->offset ? hi - tp->offset : 0;
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+static void summary(ttb_bridge_t *b, uint64_t interval_us) {
+    update_lag(b);
+    ttb_metrics.producer_queue = rd_kafka_outq_len(b->producer);
+    if (b->config->summary_interval_s <= 0) return;
+    int64_t lag = 0;
+    for (size_t p = 0; p < TTB_METRICS_MAX_PARTITIONS; p++)
+        if (ttb_metrics.consumer_lag[p] > 0) lag += ttb_metrics.consumer_lag[p];
+    char rate[32], errors[32], lagbuf[32], inflight[32], waits[32];
+    snprintf(rate, sizeof(rate), "%.1f", (double)b->summary_commands * 1e6 / (double)interval_us);
+    snprintf(errors, sizeof(errors), "%" PRIu64, b->summary_errors);
+    snprintf(lagbuf, sizeof(lagbuf), "%" PRId64, lag);
+    snprintf(inflight, sizeof(inflight), "%" PRId64, b->in_flight);
+    snprintf(waits, sizeof(waits), "%zu", b->nwaits);
+    ttb_log_info("summary", "commands_per_s", rate, "errors", errors, "lag", lagbuf, "in_flight",
+                 inflight, "pending_waits", waits, "redis", b->redis_down ? "down" : "up");
+    b->summary_commands = b->summary_errors = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+
+ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t errstr_size) {
+    ttb_bridge_t *b = calloc(1, sizeof(*b));
+    if (!b) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    b->config = config;
+    ttb_config_policy(config, &b->policy);
+
+    rd_kafka_conf_t *pconf = ttb_kafka_conf(config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
+    if (!pconf) goto fail;
+    rd_kafka_conf_set_opaque(pconf, b);
+    rd_kafka_conf_set_dr_msg_cb(pconf, dr_msg_cb);
+    char why[512];
+    b->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, why, sizeof(why));
+    if (!b->producer) {
+        rd_kafka_conf_destroy(pconf);
+        snprintf(errstr, errstr_size, "kafka producer: %s", why);
+        goto fail;
+    }
+    pconf = NULL; /* now owned by the producer */
+
+    rd_kafka_conf_t *cconf = ttb_kafka_conf(config, TTB_KAFKA_CONSUMER, errstr, errstr_size);
+    if (!cconf) goto fail;
+    rd_kafka_conf_set_opaque(cconf, b);
+    rd_kafka_conf_set_rebalance_cb(cconf, rebalance_cb);
+    b->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf, why, sizeof(why));
+    if (!b->consumer) {
+        rd_kafka_conf_destroy(cconf);
+        snprintf(errstr, errstr_size, "kafka consumer: %s", why);
+        goto fail;
+    }
+    cconf = NULL;
+    rd_kafka_poll_set_consumer(b->consumer);
+
+    b->store = ttb_store_new(&config->redis);
+    ttb_service_config_t scfg = {.redis_url_redacted = config->redis_url_redacted,
+                                 .idempotency_ttl_s = config->idempotency_ttl_s,
+                                 .scan_count = config->scan_count};
+    b->service = b->store ? ttb_service_new(b->store, &scfg) : NULL;
+    if (!b->service) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    return b;
+fail:
+    ttb_bridge_free(b);
+    return NULL;
+}
+
+void ttb_bridge_free(ttb_bridge_t *b) {
+    if (!b) return;
+    if (b->consumer) rd_kafka_destroy(b->consumer);
+    if (b->producer) rd_kafka_destroy(b->producer);
+    for (size_t p = 0; p < b->nparts; p++) {
+        record_t *r = b->parts[p].head;
+        while (r) {
+            record_t *next = r->next;
+            record_free(r);
+            r = next;
+        }
+    }
+    free(b->parts);
+    free(b->stalled);
+    free(b->waits);
+    ttb_service_free(b->service);
+    ttb_store_free(b->store);
+    free(b);
+}
+
+static void shutdown_gracefully(ttb_bridge_t *b) {
+    set_paused(b, true);
+    uint64_t deadline = now_us() + (uint64_t)b->config->shutdown_timeout_ms * 1000u;
+    /* Apply what was already taken, if Redis lets us within the bound. */
+    while (b->nstalled && !b->fatal && now_us() < deadline) {
+        apply_stalled(b);
+        if (b->nstalled) rd_kafka_consumer_poll(b->consumer, 100);
+    }
+    uint64_t left_us = deadline > now_us() ? deadline - now_us() : 0;
+    rd_kafka_flush(b->producer, (int)(left_us / 1000u));
+    store_offsets(b);
+    commit_sync(b);
+    char waits[16], stalled[16], unacked[16];
+    snprintf(waits, sizeof(waits), "%zu", b->nwaits);
+    snprintf(stalled, sizeof(stalled), "%zu", b->nstalled);
+    snprintf(unacked, sizeof(unacked), "%d", rd_kafka_outq_len(b->producer));
+    rd_kafka_consumer_close(b->consumer);
+    ttb_log_info("stopped", "pending_waits_left", waits, "unapplied_left", stalled,
+                 "unacknowledged_left", unacked);
+}
+
+int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
+    const ttb_config_t *c = b->config;
+    char err[256];
+    ttb_metrics.redis_up = false;
+    if (ttb_store_connect(b->store, err, sizeof(err))) {
+        ttb_log_warn("redis unreachable at start; will keep trying", "error", err);
+        redis_went_down(b);
+    } else {
+        ttb_metrics.redis_up = true;
+    }
+
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, c->commands_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(b->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr) {
+        ttb_log_error("subscribe failed", "topic", c->commands_topic, "error",
+                      rd_kafka_err2str(kerr));
+        return TTB_ERR_IO;
+    }
+    ttb_log_info("bridge running", "commands", c->commands_topic, "results", c->results_topic,
+                 "group", c->group_id, "redis", c->redis_url_redacted);
+
+    uint64_t summary_every = (uint64_t)(c->summary_interval_s > 0 ? c->summary_interval_s : 30) *
+                             1000000u;
+    b->next_summary_us = now_us() + summary_every;
+    while (!*stop && !b->fatal) {
+        /* Hold back while Redis is down, or too much awaits acknowledgement. */
+        bool hold = b->redis_down || b->nstalled > 0 ||
+                    b->in_flight >= (int64_t)c->max_in_flight;
+        bool release = !b->redis_down && b->nstalled == 0 &&
+                       b->in_flight < (int64_t)(c->max_in_flight - c->max_in_flight / 10);
+        if (hold) set_paused(b, true);
+        else if (release) set_paused(b, false);
+
+        int timeout = b->paused ? 50 : 100;
+        if (b->nwaits) timeout = 10;
+        poll_batch(b, timeout);
+        apply_stalled(b);
+        redis_tick(b);
+        rd_kafka_poll(b->producer, 0);
+        check_waits(b);
+        store_offsets(b);
+        if (now_us() >= b->next_summary_us) {
+            summary(b, summary_every);
+            b->next_summary_us = now_us() + summary_every;
+        }
+        rd_kafka_error_t *fatal = NULL;
+        char ferr[256];
+        if (rd_kafka_fatal_error(b->producer, ferr, sizeof(ferr))) {
+            fail_fatal(b, "kafka producer fatal error", ferr);
+            (void)fatal;
+        }
+    }
+    if (b->fatal) {
+        /* Do not commit anything more: what is not acknowledged comes back. */
+        ttb_log_error("stopping after a fatal error", "error", b->fatal_msg);
+        rd_kafka_consumer_close(b->consumer);
+        return b->fatal;
+    }
+    ttb_log_info("stopping", "reason", "signal");
+    shutdown_gracefully(b);
+    return 0;
+}

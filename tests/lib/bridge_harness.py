@@ -1,0 +1,218 @@
+# SPDX-License-Identifier: MIT
+"""Black-box helpers for the tinytown-bridge binary.
+
+A `Stack` is what a user runs: a private redis-server, a ttb-broker with the
+bridge's topics, and one or more `tinytown-bridge` processes configured only
+through their command line, as an operator would. Tests talk to it with
+independent clients: kafka-python for Kafka and python3-redis for Redis.
+"""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from harness import RedisServer, wait_until
+from kafka_harness import KafkaBroker
+
+COMMANDS = "tinytown.commands"
+RESULTS = "tinytown.results"
+EVENTS = "tinytown.events"
+DLQ = "tinytown.commands.dlq"
+
+
+def bridge_path():
+    return os.path.join(os.environ["TTB_BUILD_DIR"], "tinytown-bridge")
+
+
+class Bridge:
+    """One tinytown-bridge process; its stderr goes to a log file."""
+
+    def __init__(self, stack, extra=(), env=None):
+        self.stack = stack
+        self.extra = list(extra)
+        self.env = env
+        self.proc = None
+        fd, self.log_path = tempfile.mkstemp(prefix="ttb-bridge-", suffix=".log",
+                                             dir=os.environ.get("TMPDIR") or "/tmp")
+        os.close(fd)
+        self.start()
+
+    def argv(self):
+        s = self.stack
+        args = [bridge_path(),
+                "--set", "redis.url=" + s.redis.url,
+                "--set", "kafka.brokers=" + s.kafka.bootstrap,
+                "--set", "bridge.towns=demo,other",
+                "--set", "bridge.default_town=demo",
+                "--set", "bridge.wait_check_interval_ms=50",
+                "--set", "log.level=debug",
+                "--set", "log.summary_interval_s=1",
+                # The mock broker answers fetches only after fetch.wait.max.ms.
+                "--set", "kafka.consumer_properties=fetch.wait.max.ms=10,session.timeout.ms=6000,"
+                         "heartbeat.interval.ms=500",
+                "--set", "kafka.producer_properties=socket.connection.setup.timeout.ms=3000,"
+                         "reconnect.backoff.max.ms=1000"]
+        return args + self.extra
+
+    def start(self):
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=log, env=env)
+        log.close()
+        return self
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_log(self, needle, timeout=30, after=0):
+        wait_until(lambda: needle in self.log_text()[after:], timeout,
+                   what=lambda: "bridge log line %r\n--- log tail ---\n%s" % (needle, self.tail()))
+
+    def tail(self, n=40):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def assigned(self, timeout=30):
+        self.wait_log("partitions assigned", timeout)
+
+    def signal(self, sig):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout=20):
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Stack:
+    """redis-server + ttb-broker (+ bridges). Use as a context manager."""
+
+    def __init__(self, partitions=4, redis_args=None):
+        self.redis = RedisServer(extra_args=redis_args)
+        self.kafka = KafkaBroker(topics=["%s:%d" % (COMMANDS, partitions), "%s:4" % RESULTS,
+                                         "%s:2" % EVENTS, "%s:1" % DLQ])
+        self.bridges = []
+        self.producer = KafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all",
+                                      linger_ms=0)
+        self.r = self.redis.client()
+        self._results = None
+        self.seen = {}  # command id -> [result dicts with key/headers/value]
+        self.dlq = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def bridge(self, extra=(), env=None, wait_assigned=True):
+        b = Bridge(self, extra, env)
+        self.bridges.append(b)
+        if wait_assigned:
+            b.assigned()
+        return b
+
+    def close(self):
+        for b in self.bridges:
+            b.kill()
+        if self._results:
+            self._results.close()
+        self.producer.close()
+        self.kafka.stop()
+        self.redis.stop()
+
+    # ---- commands --------------------------------------------------------
+
+    def send(self, op=None, args=None, cid=None, town=None, raw=None, key=None, headers=None):
+        """Produces a command (or raw bytes); returns its id."""
+        if raw is None:
+            cid = cid or "t-" + uuid.uuid4().hex[:12]
+            doc = {"id": cid, "op": op}
+            if town:
+                doc["town"] = town
+            if args is not None:
+                doc["args"] = args
+            raw = json.dumps(doc).encode()
+        if key is None and args and isinstance(args, dict) and "agent" in args:
+            key = str(args["agent"]).encode()
+        self.producer.send(COMMANDS, value=raw, key=key, headers=headers or [])
+        self.producer.flush()
+        return cid
+
+    # ---- results ---------------------------------------------------------
+
+    def _consumer(self, topic):
+        c = KafkaConsumer(bootstrap_servers=self.kafka.bootstrap, fetch_max_wait_ms=10,
+                          enable_auto_commit=False, consumer_timeout_ms=50)
+        parts = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic)]
+        c.assign(parts)
+        c.seek_to_beginning(*parts)
+        return c
+
+    def poll_results(self):
+        if self._results is None:
+            self._results = self._consumer(RESULTS)
+        for m in self._results:
+            rec = {"key": m.key, "value": m.value, "headers": dict(m.headers or []),
+                   "doc": json.loads(m.value)}
+            self.seen.setdefault(rec["doc"]["id"], []).append(rec)
+
+    def result(self, cid, timeout=30):
+        """The (first) result record for command id `cid` (None: the null id)."""
+        def have():
+            self.poll_results()
+            return cid in self.seen
+        wait_until(have, timeout, interval=0.02,
+                   what=lambda: "result for %s\n--- bridge log ---\n%s" % (
+                       cid, self.bridges[-1].tail() if self.bridges else ""))
+        return self.seen[cid][0]
+
+    def results_for(self, ids, timeout=60):
+        missing = set(ids)
+
+        def have():
+            self.poll_results()
+            missing.difference_update([i for i in list(missing) if i in self.seen])
+            return not missing
+        wait_until(have, timeout, interval=0.05,
+                   what=lambda: "results for %d ids (e.g. %s)" % (len(missing), sorted(missing)[:3]))
+
+    def call(self, op, args=None, town=None, timeout=30):
+        """Sends a command and returns its result document."""
+        return self.result(self.send(op, args, town=town), timeout)["doc"]
+
+    def dead_letters(self, count, timeout=30):
+        c = self._consumer(DLQ)
+        got = []
+        deadline = time.time() + timeout
+        while len(got) < count and time.time() < deadline:
+            for m in c:
+                got.append({"key": m.key, "value": m.value, "headers": dict(m.headers or [])})
+        c.close()
+        return got
