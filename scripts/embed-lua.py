@@ -8,9 +8,13 @@ import sys
 
 
 def c_string(data: bytes) -> str:
+    """The bytes as a char array initializer. Bytes above 0x7f get an explicit
+    (char) cast, so UTF-8 in a script (an emoji in an activity line, a dash in
+    a comment) compiles without overflow warnings whatever char's signedness."""
     out = []
     for i in range(0, len(data), 16):
-        out.append("    " + "".join("0x%02x," % b for b in data[i:i + 16]))
+        out.append("    " + "".join(("(char)0x%02x," if b > 0x7F else "0x%02x,") % b
+                                    for b in data[i:i + 16]))
     return "\n".join(out)
 
 

@@ -1,0 +1,65 @@
+-- SPDX-License-Identifier: MIT
+-- State capture: for each agent, compare, emit and record in one atomic step.
+--
+-- `ttb:{town}:observed` maps agent id -> the last state the bridge knows.
+-- The bridge's own scripts update it together with every change they make,
+-- so whatever differs here was done by someone else (an agent loop, a `tt`
+-- command). Reading the agent, writing the event and updating the record in
+-- one script is what keeps a transition from being reported twice: a second
+-- bridge, or a notification and a reconcile racing each other, find the
+-- record already updated and do nothing.
+--
+-- ARGV: mode ("check", or "baseline" for a town seen for the first time:
+--       agents not yet recorded are recorded without an event), town,
+--       time (JSON form), then agent ids.
+-- Returns one code per id: 0 nothing changed, 1 agent_spawned,
+--         2 agent_state_changed, 3 removed, 4 recorded silently.
+-- Each id is handled on its own; the batch only saves round trips.
+local mode, town, ts = ARGV[1], ARGV[2], ARGV[3]
+local okey = 'ttb:' .. town .. ':observed'
+
+local function capture_one(id)
+  local akey = tkey(town, 'agent', id)
+  local seen = redis.call('HGET', okey, id)
+
+  -- Only a hash is an agent; anything else under the name is not tinytown's.
+  local fields = nil
+  if redis.call('TYPE', akey).ok == 'hash' then
+    fields = redis.call('HMGET', akey, 'state', 'parent_agent_id', 'spawn_mode')
+  end
+
+  if not fields then
+    if not seen then return 0 end
+    redis.call('HDEL', okey, id)
+    emit(town, { type = 'agent_state_changed', agent_id = id, old = STATE_TITLE[norm_state(seen)],
+                 new = 'Removed', message = 'Agent removed', ts = ts })
+    return 3
+  end
+
+  local state = norm_state(fields[1])
+  if not seen then
+    redis.call('HSET', okey, id, state)
+    if mode == 'baseline' then return 4 end
+    -- tinytown reads an unknown spawn mode as fresh.
+    local spawn_mode = fields[3]
+    if spawn_mode ~= 'fresh' and spawn_mode ~= 'forkedcontext' and spawn_mode ~= 'resumed' then
+      spawn_mode = 'fresh'
+    end
+    local parent = nil
+    if fields[2] and fields[2] ~= '' then parent = fields[2] end
+    emit(town, { type = 'agent_spawned', agent_id = id, new = STATE_TITLE[state],
+                 message = 'Agent spawned', ts = ts, parent = parent, spawn_mode = spawn_mode })
+    return 1
+  end
+
+  local old = norm_state(seen)
+  if old == state then return 0 end
+  redis.call('HSET', okey, id, state)
+  emit(town, { type = 'agent_state_changed', agent_id = id, old = STATE_TITLE[old],
+               new = STATE_TITLE[state], message = 'Agent state changed', ts = ts })
+  return 2
+end
+
+local codes = {}
+for i = 4, #ARGV do codes[#codes + 1] = capture_one(ARGV[i]) end
+return codes

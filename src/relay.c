@@ -1,0 +1,935 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The event relay: each allowed town's `tt:{town}:events` stream, entry by
+ * entry and in stream order, to the events topic.
+ *
+ * One thread owns a Redis connection and an idempotent producer. A town is
+ * relayed by one bridge at a time: whoever holds its lease in Redis (renewed
+ * while alive, taken over once it expires). The holder reads the stream from
+ * the town's cursor, produces every entry, and tracks what is in flight in
+ * stream order; the cursor only ever moves to an entry that Kafka has
+ * acknowledged together with everything before it, and it is written by a
+ * script that first checks the lease, so a holder that lost the town cannot
+ * move it. After a crash or a takeover the next holder resumes at the cursor:
+ * nothing is skipped, and only what was produced but not yet acknowledged is
+ * produced again.
+ *
+ * Streams are capped (tinytown's MAXLEN ~ 1000), so entries can be trimmed
+ * before the relay reads them, for instance while Kafka is down for long.
+ * Every read returns, atomically with the entries, how many entries the
+ * stream ever received and how many it holds; the difference is what left
+ * it, and comparing that with the ordinal of the relay's position says
+ * whether any of it was never relayed. Such a gap is logged and counted, and
+ * the relay carries on from the oldest entry left.
+ *
+ * @locality the public functions run on the caller's thread; everything else,
+ * librdkafka callbacks included (they are served by rd_kafka_poll), on the
+ * relay's thread.
+ */
+#include "tinytown_bridge/relay.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tinytown_bridge/error.h"
+#include "tinytown_bridge/kafka.h"
+#include "tinytown_bridge/log.h"
+#include "tinytown_bridge/metrics.h"
+#include "tinytown_bridge/store.h"
+
+extern const char ttb_lua_relay[];
+extern const size_t ttb_lua_relay_len;
+
+/* Entries asked for per read; a read is one script call, so this bounds how
+ * long Redis is busy with it. */
+#define RELAY_READ_COUNT 500
+/* Entries of one town produced but not yet acknowledged; beyond this the
+ * town is not read until acknowledgements catch up (bounded memory). */
+#define RELAY_MAX_IN_FLIGHT 10000
+/* How long an idle relay blocks on XREAD: the floor of its wake-ups. */
+#define RELAY_IDLE_BLOCK_MS 100
+/* How long to wait for acknowledgements when entries are in flight. */
+#define RELAY_ACK_WAIT_MS 50
+#define RELAY_MIN_LEASE_MS 300
+#define RELAY_BACKOFF_MIN_MS 100
+/* Room for "<ms>-<seq>" with two 64-bit numbers. */
+#define RELAY_ID_BUFSZ 48
+
+/* A stream entry id, "<ms>-<seq>". */
+typedef struct relay_id {
+    uint64_t ms;
+    uint64_t seq;
+} relay_id_t;
+
+/* An entry produced and awaiting its delivery report. */
+typedef struct relay_pending {
+    relay_id_t id;
+    int64_t ord; /* ordinal in the stream (entries ever added up to it), -1 unknown */
+    bool acked;
+} relay_pending_t;
+
+/* What a delivery report refers to; freed by the delivery callback. */
+typedef struct relay_msg {
+    size_t town;
+    uint32_t gen;
+    uint64_t seq;
+} relay_msg_t;
+
+typedef struct relay_town {
+    const char *name;
+    char events_key[TTB_KEY_BUFSZ];
+    bool held;          /* we hold the lease (as far as we know) */
+    bool verify;        /* re-check the lease (after a reconnect) before anything else */
+    bool need_before;   /* next read must count entries <= pos to learn ordinals */
+    bool pos_real;      /* pos is an entry that existed (a cursor or an entry read) */
+    uint32_t gen;       /* bumped whenever in-flight bookkeeping is dropped */
+    relay_id_t pos;     /* last entry produced, or the cursor */
+    int64_t pos_ord;
+    bool has_cursor;    /* acked is a real position */
+    relay_id_t acked;   /* everything up to here is acknowledged */
+    int64_t acked_ord;
+    bool cursor_dirty;  /* acked moved since the cursor was last written */
+    bool has_persisted; /* persisted is what the cursor key held when we last wrote or read it */
+    relay_id_t persisted;
+    relay_pending_t *ring;
+    size_t ring_cap, ring_head, ring_len;
+    uint64_t next_seq;  /* sequence number of the next message produced */
+    int64_t next_acquire_ms;
+    int64_t last_renew_ms;
+    int64_t retry_at_ms; /* after a delivery failure: no reads before this */
+    int backoff_ms;
+    bool failing;       /* a delivery failure was logged and not yet recovered */
+    int64_t lag;
+} relay_town_t;
+
+/* One queued step of a pipeline, to route its reply. */
+typedef enum relay_op_kind { OP_ACQUIRE, OP_CURSOR, OP_READ } relay_op_kind_t;
+typedef struct relay_op {
+    relay_op_kind_t kind;
+    size_t town;
+    int64_t sent_ms;
+    bool renew;       /* OP_READ: the lease's TTL is extended */
+    size_t count;     /* OP_READ: entries asked for */
+    relay_id_t cursor; /* OP_CURSOR: the position written */
+} relay_op_t;
+
+struct ttb_relay {
+    const ttb_config_t *config;
+    rd_kafka_t *rk;
+    ttb_store_t *store;
+    relay_town_t *towns;
+    size_t ntowns;
+    relay_op_t *ops;
+    const char **wait_argv;            /* XREAD arguments, sized for every town */
+    char (*wait_pos)[RELAY_ID_BUFSZ];  /* their positions */
+    char instance[160];
+    char sha[41];
+    int lease_ms;
+    int backoff_max_ms;
+    int backoff_ms;
+    bool redis_down_logged;
+    bool kafka_error_logged;
+    bool stopping; /* delivery failures during the final purge are expected */
+    bool fatal;    /* librdkafka reported a fatal error: the producer must be replaced */
+    pthread_t thread;
+    bool running;
+    atomic_bool stop;
+};
+
+static int64_t relay_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- stream ids ---------------------------------------------------------- */
+
+static bool relay_id_parse(const char *s, size_t len, relay_id_t *out) {
+    relay_id_t id = {0, 0};
+    size_t i = 0;
+    if (len == 0 || s[0] < '0' || s[0] > '9') return false;
+    while (i < len && s[i] >= '0' && s[i] <= '9') id.ms = id.ms * 10 + (uint64_t)(s[i++] - '0');
+    if (i < len) {
+        if (s[i++] != '-' || i == len) return false;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            id.seq = id.seq * 10 + (uint64_t)(s[i++] - '0');
+        if (i != len) return false;
+    }
+    *out = id;
+    return true;
+}
+
+static int relay_id_cmp(relay_id_t a, relay_id_t b) {
+    if (a.ms != b.ms) return a.ms < b.ms ? -1 : 1;
+    if (a.seq != b.seq) return a.seq < b.seq ? -1 : 1;
+    return 0;
+}
+
+static const char *relay_id_str(relay_id_t id, char buf[RELAY_ID_BUFSZ]) {
+    snprintf(buf, RELAY_ID_BUFSZ, "%" PRIu64 "-%" PRIu64, id.ms, id.seq);
+    return buf;
+}
+
+/* ---- per-town bookkeeping ------------------------------------------------ */
+
+/* Forgets everything in flight; their late delivery reports are ignored
+ * (the generation no longer matches) and the town resumes at its cursor. */
+static void relay_town_rewind(relay_town_t *t) {
+    t->gen++;
+    t->ring_len = 0;
+    t->ring_head = 0;
+    t->pos = t->acked;
+    t->pos_ord = t->acked_ord;
+    t->pos_real = t->has_cursor;
+    t->need_before = true;
+}
+
+static void relay_town_drop(ttb_relay_t *relay, relay_town_t *t, const char *why) {
+    if (t->held) ttb_log_warn("relay stopped for town", "town", t->name, "reason", why);
+    relay_town_rewind(t);
+    t->held = false;
+    t->verify = false;
+    t->cursor_dirty = false;
+    t->lag = 0;
+    t->next_acquire_ms = relay_now_ms() + relay->lease_ms / 3;
+}
+
+/* Kafka refused: no reads of this town for a while, doubling up to the cap. */
+static void relay_town_backoff(const ttb_relay_t *relay, relay_town_t *t) {
+    t->backoff_ms = t->backoff_ms ? t->backoff_ms * 2 : RELAY_BACKOFF_MIN_MS;
+    if (t->backoff_ms > relay->backoff_max_ms) t->backoff_ms = relay->backoff_max_ms;
+    t->retry_at_ms = relay_now_ms() + t->backoff_ms;
+}
+
+static int relay_ring_push(relay_town_t *t, relay_id_t id, int64_t ord) {
+    if (t->ring_len == t->ring_cap) {
+        size_t cap = t->ring_cap ? t->ring_cap * 2 : 64;
+        relay_pending_t *ring = malloc(cap * sizeof(*ring));
+        if (!ring) return TTB_ERR_NOMEM;
+        for (size_t i = 0; i < t->ring_len; i++)
+            ring[i] = t->ring[(t->ring_head + i) % t->ring_cap];
+        free(t->ring);
+        t->ring = ring;
+        t->ring_cap = cap;
+        t->ring_head = 0;
+    }
+    relay_pending_t *p = &t->ring[(t->ring_head + t->ring_len) % t->ring_cap];
+    p->id = id;
+    p->ord = ord;
+    p->acked = false;
+    t->ring_len++;
+    t->next_seq++;
+    return 0;
+}
+
+static size_t relay_in_flight(const ttb_relay_t *relay) {
+    size_t n = 0;
+    for (size_t i = 0; i < relay->ntowns; i++) n += relay->towns[i].ring_len;
+    return n;
+}
+
+static void relay_publish_lag(const ttb_relay_t *relay) {
+    int64_t lag = 0;
+    for (size_t i = 0; i < relay->ntowns; i++)
+        if (relay->towns[i].held) lag += relay->towns[i].lag;
+    atomic_store_explicit(&ttb_metrics.relay_lag, lag, memory_order_relaxed);
+}
+
+/* ---- librdkafka callbacks (served by rd_kafka_poll on the relay thread) --- */
+
+static void relay_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    ttb_relay_t *relay = opaque;
+    relay_msg_t *msg = m->_private;
+    if (!msg) return;
+    relay_town_t *t = msg->town < relay->ntowns ? &relay->towns[msg->town] : NULL;
+    if (!t || msg->gen != t->gen || !t->held) {
+        free(msg);
+        return;
+    }
+    uint64_t first_seq = t->next_seq - t->ring_len;
+    if (msg->seq < first_seq || msg->seq - first_seq >= t->ring_len) {
+        free(msg);
+        return;
+    }
+    size_t idx = (size_t)(msg->seq - first_seq);
+    free(msg);
+
+    if (m->err) {
+        if (relay->stopping) return;
+        /* Order matters more than progress: everything from the failed entry
+         * on is produced again, after a pause, from the last acknowledged one. */
+        if (!t->failing)
+            ttb_log_warn("relay delivery failed; will retry from the cursor", "town", t->name,
+                         "error", rd_kafka_err2str(m->err));
+        t->failing = true;
+        relay_town_backoff(relay, t);
+        relay_town_rewind(t);
+        return;
+    }
+
+    if (t->failing) {
+        ttb_log_info("relay delivery recovered", "town", t->name);
+        t->failing = false;
+    }
+    t->backoff_ms = 0;
+    relay->kafka_error_logged = false;
+    t->ring[(t->ring_head + idx) % t->ring_cap].acked = true;
+    while (t->ring_len > 0 && t->ring[t->ring_head].acked) {
+        relay_pending_t *p = &t->ring[t->ring_head];
+        t->acked = p->id;
+        t->acked_ord = p->ord;
+        t->has_cursor = true;
+        t->cursor_dirty = true;
+        t->ring_head = (t->ring_head + 1) % t->ring_cap;
+        t->ring_len--;
+        atomic_fetch_add_explicit(&ttb_metrics.events_relayed, 1, memory_order_relaxed);
+        if (t->lag > 0) t->lag--;
+    }
+}
+
+static void relay_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    (void)rk;
+    ttb_relay_t *relay = opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        relay->fatal = true;
+        return;
+    }
+    /* Brokers coming and going are retried by librdkafka; one line per outage. */
+    if (!relay->kafka_error_logged)
+        ttb_log_warn("relay producer error", "error", rd_kafka_err2str((rd_kafka_resp_err_t)err),
+                     "reason", reason);
+    relay->kafka_error_logged = true;
+}
+
+static rd_kafka_t *relay_producer_new(ttb_relay_t *relay, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = ttb_kafka_conf(relay->config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
+    if (!conf) return NULL;
+    rd_kafka_conf_set_opaque(conf, relay);
+    rd_kafka_conf_set_dr_msg_cb(conf, relay_dr_cb);
+    rd_kafka_conf_set_error_cb(conf, relay_error_cb);
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errstr_size, "relay producer: %s", why);
+        return NULL;
+    }
+    conf = NULL; /* now owned by rk */
+    return rk;
+}
+
+/* Gives up what is queued, serving the delivery reports so that every
+ * message's bookkeeping is freed, then destroys the producer. */
+static void relay_producer_free(ttb_relay_t *relay) {
+    if (!relay->rk) return;
+    bool was = relay->stopping;
+    relay->stopping = true;
+    rd_kafka_purge(relay->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(relay->rk, 1000);
+    rd_kafka_destroy(relay->rk);
+    relay->rk = NULL;
+    relay->stopping = was;
+}
+
+/* ---- Redis --------------------------------------------------------------- */
+
+static int relay_load_script(ttb_relay_t *relay) {
+    redisReply *reply;
+    int rc = ttb_store_command(relay->store, &reply, "SCRIPT LOAD %b", ttb_lua_relay,
+                               ttb_lua_relay_len);
+    if (rc) return rc;
+    rc = TTB_ERR_PROTO;
+    if (reply->type == REDIS_REPLY_STRING && reply->len == 40) {
+        memcpy(relay->sha, reply->str, 40);
+        relay->sha[40] = '\0';
+        rc = 0;
+    } else {
+        ttb_log_error("relay script refused by redis", "error",
+                      reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+    }
+    freeReplyObject(reply);
+    return rc;
+}
+
+/* Queues the relay script with @p argc arguments (op, town, instance, ...). */
+static int relay_append_script(ttb_relay_t *relay, int argc, const char **argv) {
+    const char *av[16];
+    if (argc + 3 > 16) return TTB_ERR_INVALID;
+    av[0] = "EVALSHA";
+    av[1] = relay->sha;
+    av[2] = "0";
+    for (int i = 0; i < argc; i++) av[i + 3] = argv[i];
+    return ttb_store_append(relay->store, argc + 3, av, NULL);
+}
+
+static void relay_redis_lost(ttb_relay_t *relay) {
+    if (!relay->redis_down_logged)
+        ttb_log_warn("relay lost redis; retrying", "error", ttb_store_errstr(relay->store));
+    relay->redis_down_logged = true;
+    /* The lease may have changed hands meanwhile: ask before reading again. */
+    for (size_t i = 0; i < relay->ntowns; i++)
+        if (relay->towns[i].held) relay->towns[i].verify = true;
+}
+
+/* Waits up to @p ms, serving delivery reports, returning early on stop. */
+static void relay_sleep(ttb_relay_t *relay, int ms) {
+    int64_t until = relay_now_ms() + ms;
+    while (!atomic_load(&relay->stop)) {
+        int64_t left = until - relay_now_ms();
+        if (left <= 0) break;
+        rd_kafka_poll(relay->rk, left > 100 ? 100 : (int)left);
+    }
+}
+
+static bool relay_connect(ttb_relay_t *relay) {
+    char err[256];
+    if (ttb_store_connect(relay->store, err, sizeof(err)) == 0 && relay_load_script(relay) == 0) {
+        if (relay->redis_down_logged) ttb_log_info("relay reconnected to redis");
+        relay->redis_down_logged = false;
+        relay->backoff_ms = 0;
+        return true;
+    }
+    if (!relay->redis_down_logged)
+        ttb_log_warn("relay cannot reach redis; retrying", "error",
+                     err[0] ? err : ttb_store_errstr(relay->store));
+    relay->redis_down_logged = true;
+    ttb_store_disconnect(relay->store);
+    relay->backoff_ms = relay->backoff_ms ? relay->backoff_ms * 2 : RELAY_BACKOFF_MIN_MS;
+    if (relay->backoff_ms > relay->backoff_max_ms) relay->backoff_ms = relay->backoff_max_ms;
+    return false;
+}
+
+/* ---- producing ----------------------------------------------------------- */
+
+static const redisReply *relay_field(const redisReply *fields, const char *name) {
+    if (!fields || fields->type != REDIS_REPLY_ARRAY) return NULL;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const redisReply *f = fields->element[i];
+        if (f->type == REDIS_REPLY_STRING && strcmp(f->str, name) == 0 &&
+            fields->element[i + 1]->type == REDIS_REPLY_STRING)
+            return fields->element[i + 1];
+    }
+    return NULL;
+}
+
+/* A string member of a JSON object, or NULL. */
+static const char *relay_json_str(json_t *doc, const char *name) {
+    json_t *v = doc ? json_object_get(doc, name) : NULL;
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* Produces one entry. @returns 0, or the producev error (nothing queued). */
+static rd_kafka_resp_err_t relay_produce(ttb_relay_t *relay, size_t ti, const char *id_str,
+                                         const redisReply *fields) {
+    relay_town_t *t = &relay->towns[ti];
+    const ttb_config_t *cfg = relay->config;
+    const redisReply *data = relay_field(fields, "data");
+    const redisReply *type_field = relay_field(fields, "event_type");
+    json_t *doc = data ? json_loadb(data->str, data->len, 0, NULL) : NULL;
+    if (doc && !json_is_object(doc)) {
+        json_decref(doc);
+        doc = NULL;
+    }
+    const char *agent_id = relay_json_str(doc, "agent_id");
+    const char *key = agent_id && *agent_id ? agent_id : t->name;
+    const char *event_type = type_field ? type_field->str : relay_json_str(doc, "event_type");
+    if (!event_type) event_type = "";
+
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(cfg->cloudevents ? 9 : 3);
+    int hrc = ttb_kafka_header(hdrs, "tt-town", t->name);
+    hrc |= ttb_kafka_header(hdrs, "tt-event-id", id_str);
+    hrc |= ttb_kafka_header(hdrs, "tt-event-type", event_type);
+    if (cfg->cloudevents) {
+        char buf[TTB_KEY_BUFSZ + RELAY_ID_BUFSZ];
+        const char *source = cfg->cloudevents_source ? cfg->cloudevents_source : "tinytown-bridge";
+        hrc |= ttb_kafka_header(hdrs, "ce_specversion", "1.0");
+        snprintf(buf, sizeof(buf), "%s/%s", t->name, id_str);
+        hrc |= ttb_kafka_header(hdrs, "ce_id", buf);
+        snprintf(buf, sizeof(buf), "io.tinytown.%s", event_type);
+        hrc |= ttb_kafka_header(hdrs, "ce_type", buf);
+        snprintf(buf, sizeof(buf), "%s/%s", source, t->name);
+        hrc |= ttb_kafka_header(hdrs, "ce_source", buf);
+        const char *time = relay_json_str(doc, "timestamp");
+        if (time) hrc |= ttb_kafka_header(hdrs, "ce_time", time);
+        hrc |= ttb_kafka_header(hdrs, "content-type", "application/json");
+    }
+    relay_msg_t *msg = malloc(sizeof(*msg));
+    if (hrc || !msg) {
+        json_decref(doc);
+        rd_kafka_headers_destroy(hdrs);
+        free(msg);
+        return RD_KAFKA_RESP_ERR__QUEUE_FULL; /* out of memory: back off like a full queue */
+    }
+    msg->town = ti;
+    msg->gen = t->gen;
+    msg->seq = t->next_seq;
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        relay->rk, RD_KAFKA_V_TOPIC(cfg->events_topic), RD_KAFKA_V_KEY(key, strlen(key)),
+        RD_KAFKA_V_VALUE(data ? data->str : NULL, data ? data->len : 0),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE(msg), RD_KAFKA_V_END);
+    json_decref(doc); /* the key was copied by producev */
+    if (err) {
+        rd_kafka_headers_destroy(hdrs);
+        free(msg);
+    }
+    return err;
+}
+
+/* Handles a read's reply: gap check, ordinals, and producing the entries.
+ * @returns the number of entries produced. */
+static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply *r) {
+    relay_town_t *t = &relay->towns[ti];
+    if (r->elements < 6 || r->element[1]->type != REDIS_REPLY_INTEGER ||
+        r->element[2]->type != REDIS_REPLY_INTEGER || r->element[4]->type != REDIS_REPLY_INTEGER ||
+        r->element[5]->type != REDIS_REPLY_ARRAY) {
+        ttb_log_warn("relay read: unexpected reply", "town", t->name);
+        return 0;
+    }
+    int64_t added = r->element[1]->integer, length = r->element[2]->integer;
+    int64_t before = r->element[4]->integer;
+    const redisReply *first_r = r->element[3];
+    const redisReply *entries = r->element[5];
+    relay_id_t first = {0, 0};
+    bool has_first = first_r->type == REDIS_REPLY_STRING &&
+                     relay_id_parse(first_r->str, first_r->len, &first);
+
+    /* Everything up to our position is gone: either only entries we had
+     * relayed were trimmed, or some we never read went with them. */
+    bool all_before_gone = length > 0 && has_first && relay_id_cmp(first, t->pos) > 0;
+    if (all_before_gone && t->pos_real) {
+        int64_t lost;
+        if (t->pos_ord < 0) lost = -1;                    /* cannot tell: say so */
+        else if (added < t->pos_ord) lost = added - length; /* the stream was recreated */
+        else lost = added - length - t->pos_ord;
+        if (lost != 0) {
+            char after[RELAY_ID_BUFSZ], missing[24];
+            snprintf(missing, sizeof(missing), "%" PRId64, lost);
+            ttb_log_warn("relay gap: entries were trimmed before they were relayed", "town",
+                         t->name, "expected_after", relay_id_str(t->pos, after), "first_available",
+                         first_r->str, "missing", lost < 0 ? "unknown" : missing);
+            atomic_fetch_add_explicit(&ttb_metrics.relay_gaps, 1, memory_order_relaxed);
+        }
+    }
+    int64_t base;
+    if (all_before_gone) base = added - length;
+    else if (t->need_before) base = added - length + before;
+    else base = t->pos_ord;
+    t->need_before = false;
+    t->pos_ord = base;
+
+    size_t produced = 0;
+    for (size_t i = 0; i < entries->elements; i++) {
+        const redisReply *e = entries->element[i];
+        relay_id_t id;
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING ||
+            !relay_id_parse(e->element[0]->str, e->element[0]->len, &id))
+            break;
+        if (relay_id_cmp(id, t->pos) <= 0 && t->pos_real) continue;
+        if (t->ring_len >= RELAY_MAX_IN_FLIGHT) break;
+        rd_kafka_resp_err_t err = relay_produce(relay, ti, e->element[0]->str, e->element[1]);
+        if (err) {
+            /* Not queued: this entry is read again next time, after a pause. */
+            if (!relay->kafka_error_logged)
+                ttb_log_warn("relay cannot queue events", "town", t->name, "error",
+                             rd_kafka_err2str(err));
+            relay->kafka_error_logged = true;
+            relay_town_backoff(relay, t);
+            break;
+        }
+        int64_t ord = t->pos_ord >= 0 ? t->pos_ord + 1 : -1;
+        if (relay_ring_push(t, id, ord)) {
+            /* The message is out; without its slot its report is ignored, so
+             * drop the in-flight state and resume from the cursor instead. */
+            relay_town_rewind(t);
+            relay_town_backoff(relay, t);
+            return produced;
+        }
+        t->pos = id;
+        t->pos_ord = ord;
+        t->pos_real = true;
+        produced++;
+    }
+    t->lag = (t->pos_ord >= 0 && added >= t->pos_ord ? added - t->pos_ord : 0) +
+             (int64_t)t->ring_len;
+    return produced;
+}
+
+/* Takes over a town from its persisted cursor (or from the start of the stream). */
+static void relay_town_adopt(ttb_relay_t *relay, relay_town_t *t, const redisReply *cursor,
+                             const redisReply *ordinal) {
+    t->held = true;
+    t->verify = false;
+    t->failing = false;
+    t->backoff_ms = 0;
+    t->retry_at_ms = 0;
+    t->cursor_dirty = false;
+    relay_id_t id = {0, 0};
+    t->has_cursor =
+        cursor->type == REDIS_REPLY_STRING && relay_id_parse(cursor->str, cursor->len, &id);
+    t->acked = id;
+    t->acked_ord = -1;
+    t->persisted = id;
+    t->has_persisted = t->has_cursor;
+    if (t->has_cursor && ordinal->type == REDIS_REPLY_STRING) {
+        char *end;
+        long long v = strtoll(ordinal->str, &end, 10);
+        if (end != ordinal->str && *end == '\0' && v >= 0) t->acked_ord = v;
+    }
+    relay_town_rewind(t); /* from the cursor, with its ordinal re-learnt on the first read */
+    char buf[RELAY_ID_BUFSZ];
+    ttb_log_info("relaying town", "town", t->name, "from",
+                 t->has_cursor ? relay_id_str(t->acked, buf) : "start", "instance",
+                 relay->instance);
+}
+
+/* Whether the cursor key still holds what this relay last wrote or read. */
+static bool relay_cursor_unmoved(const relay_town_t *t, const redisReply *cursor) {
+    relay_id_t id;
+    if (cursor->type != REDIS_REPLY_STRING) return !t->has_persisted;
+    return t->has_persisted && relay_id_parse(cursor->str, cursor->len, &id) &&
+           relay_id_cmp(id, t->persisted) == 0;
+}
+
+static void relay_handle_reply(ttb_relay_t *relay, const relay_op_t *op, const redisReply *r,
+                               size_t *produced, bool *noscript) {
+    relay_town_t *t = &relay->towns[op->town];
+    if (ttb_reply_is_noscript(r)) {
+        *noscript = true;
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        ttb_log_warn("relay: unexpected redis reply", "town", t->name, "error",
+                     r->type == REDIS_REPLY_ERROR ? r->str : "not an array");
+        return;
+    }
+    long long status = r->element[0]->integer;
+    switch (op->kind) {
+    case OP_ACQUIRE:
+        if (status == 0) {
+            if (t->held) relay_town_drop(relay, t, "lease held by another instance");
+            t->next_acquire_ms = op->sent_ms + relay->lease_ms / 3;
+        } else if (t->held && (status == 2 || (r->elements >= 3 &&
+                                                 relay_cursor_unmoved(t, r->element[1])))) {
+            /* Still ours, or lapsed (a long outage) with nobody having moved
+             * the cursor since: what we know in memory is still right. */
+            t->verify = false;
+            t->last_renew_ms = op->sent_ms;
+        } else if (r->elements >= 3) {
+            if (t->held) relay_town_drop(relay, t, "lease expired meanwhile");
+            relay_town_adopt(relay, t, r->element[1], r->element[2]);
+            t->last_renew_ms = op->sent_ms;
+        }
+        break;
+    case OP_CURSOR:
+        if (status == 0) {
+            relay_town_drop(relay, t, "lease lost");
+        } else {
+            t->persisted = op->cursor;
+            t->has_persisted = true;
+            if (relay_id_cmp(t->acked, op->cursor) == 0) t->cursor_dirty = false;
+        }
+        break;
+    case OP_READ:
+        if (!t->held || t->verify) break; /* dropped by an earlier reply of this pipeline */
+        if (status == 0) {
+            relay_town_drop(relay, t, "lease lost");
+            break;
+        }
+        if (op->renew) t->last_renew_ms = op->sent_ms;
+        *produced += relay_handle_read(relay, op->town, r);
+        break;
+    }
+}
+
+/* One pass: lease steps, cursor writes and reads for every town in one
+ * pipeline. @returns entries produced, or -1 when Redis was lost. */
+static long relay_pass(ttb_relay_t *relay, bool *full_batch) {
+    int64_t now = relay_now_ms();
+    size_t nops = 0;
+    char lease_ms[24];
+    snprintf(lease_ms, sizeof(lease_ms), "%d", relay->lease_ms);
+    *full_batch = false;
+
+    for (size_t i = 0; i < relay->ntowns; i++) {
+        relay_town_t *t = &relay->towns[i];
+        relay_op_t *op = &relay->ops[nops];
+        op->town = i;
+        op->sent_ms = now;
+        op->renew = false;
+        if (!t->held || t->verify) {
+            if (!t->verify && now < t->next_acquire_ms) continue;
+            const char *argv[] = {"acquire", t->name, relay->instance, lease_ms};
+            if (relay_append_script(relay, 4, argv)) return -1;
+            op->kind = OP_ACQUIRE;
+            nops++;
+            continue;
+        }
+        if (t->cursor_dirty) {
+            char id[RELAY_ID_BUFSZ], ord[24] = "";
+            if (t->acked_ord >= 0) snprintf(ord, sizeof(ord), "%" PRId64, t->acked_ord);
+            const char *argv[] = {"cursor", t->name, relay->instance, relay_id_str(t->acked, id),
+                                  ord};
+            if (relay_append_script(relay, 5, argv)) return -1;
+            op->kind = OP_CURSOR;
+            op->cursor = t->acked;
+            op = &relay->ops[++nops];
+            op->town = i;
+            op->sent_ms = now;
+        }
+        /* Reads double as the lease check; with count 0 (backing off or at
+         * capacity) they still keep the lease alive. */
+        size_t room = RELAY_MAX_IN_FLIGHT - t->ring_len;
+        size_t count = now < t->retry_at_ms ? 0 : room < RELAY_READ_COUNT ? room : RELAY_READ_COUNT;
+        char pos[RELAY_ID_BUFSZ], count_s[16];
+        snprintf(count_s, sizeof(count_s), "%zu", count);
+        op->renew = now - t->last_renew_ms >= relay->lease_ms / 3;
+        const char *argv[] = {"read",  t->name,   relay->instance,       lease_ms,
+                              op->renew ? "1" : "0", relay_id_str(t->pos, pos), count_s,
+                              t->need_before ? "1" : "0"};
+        if (relay_append_script(relay, 8, argv)) return -1;
+        op->kind = OP_READ;
+        op->count = count;
+        nops++;
+    }
+
+    size_t produced = 0;
+    bool noscript = false;
+    for (size_t k = 0; k < nops; k++) {
+        redisReply *r;
+        if (ttb_store_reply(relay->store, &r)) return -1;
+        size_t before = produced;
+        relay_handle_reply(relay, &relay->ops[k], r, &produced, &noscript);
+        /* A full batch means more is waiting: read again without blocking. */
+        if (relay->ops[k].kind == OP_READ && relay->ops[k].count > 0 &&
+            produced - before == relay->ops[k].count)
+            *full_batch = true;
+        freeReplyObject(r);
+    }
+    if (noscript && relay_load_script(relay)) return -1;
+    relay_publish_lag(relay);
+    return (long)produced;
+}
+
+/* Idle: block on the held streams until something is added (or a short
+ * timeout, so leases, cursors and the stop flag are looked after). */
+static int relay_wait(ttb_relay_t *relay) {
+    const char **argv = relay->wait_argv;
+    int64_t now = relay_now_ms();
+    int64_t wake = now + RELAY_IDLE_BLOCK_MS;
+    int argc = 0, n = 0;
+    argv[argc++] = "XREAD";
+    argv[argc++] = "BLOCK";
+    argv[argc++] = "0"; /* replaced below */
+    argv[argc++] = "COUNT";
+    argv[argc++] = "1";
+    argv[argc++] = "STREAMS";
+    for (size_t i = 0; i < relay->ntowns; i++) {
+        relay_town_t *t = &relay->towns[i];
+        if (!t->held || t->verify) continue;
+        if (now < t->retry_at_ms) {
+            if (t->retry_at_ms < wake) wake = t->retry_at_ms;
+            continue;
+        }
+        if (t->ring_len >= RELAY_MAX_IN_FLIGHT) continue;
+        argv[6 + n++] = t->events_key;
+    }
+    for (size_t i = 0; i < relay->ntowns; i++) {
+        const relay_town_t *t = &relay->towns[i];
+        if (!t->held && t->next_acquire_ms < wake) wake = t->next_acquire_ms;
+    }
+    int64_t block = wake - now;
+    if (block < 1) return 0;
+    if (n == 0 || relay_in_flight(relay) > 0) {
+        /* Acknowledgements, not Redis, are what we wait for. */
+        rd_kafka_poll(relay->rk, (int)(block < RELAY_ACK_WAIT_MS ? block : RELAY_ACK_WAIT_MS));
+        return 0;
+    }
+    argc += n;
+    for (size_t i = 0, k = 0; i < relay->ntowns; i++) {
+        relay_town_t *t = &relay->towns[i];
+        if (k < (size_t)n && argv[6 + k] == t->events_key)
+            argv[argc++] = relay_id_str(t->pos, relay->wait_pos[k++]);
+    }
+    char block_s[24];
+    snprintf(block_s, sizeof(block_s), "%" PRId64, block);
+    argv[2] = block_s;
+    redisReply *r;
+    if (ttb_store_append(relay->store, argc, argv, NULL) || ttb_store_reply(relay->store, &r))
+        return -1;
+    bool error = r->type == REDIS_REPLY_ERROR;
+    freeReplyObject(r);
+    if (error) rd_kafka_poll(relay->rk, (int)block); /* e.g. a key of the wrong type */
+    return 0;
+}
+
+/* Waits for what is in flight (bounded), writes the cursors and gives the
+ * leases back so another bridge can take over at once. */
+static void relay_shutdown(ttb_relay_t *relay) {
+    int timeout = relay->config->shutdown_timeout_ms > 0 ? relay->config->shutdown_timeout_ms
+                                                         : 10000;
+    int64_t deadline = relay_now_ms() + timeout;
+    while (relay_in_flight(relay) > 0 && !relay->fatal && relay_now_ms() < deadline)
+        rd_kafka_poll(relay->rk, 20);
+    size_t left = relay_in_flight(relay);
+
+    bool any = false;
+    for (size_t i = 0; i < relay->ntowns; i++) any |= relay->towns[i].held;
+    if (any && !ttb_store_connected(relay->store)) relay_connect(relay);
+    size_t nops = 0;
+    if (any && ttb_store_connected(relay->store)) {
+        for (size_t i = 0; i < relay->ntowns; i++) {
+            relay_town_t *t = &relay->towns[i];
+            if (!t->held) continue;
+            char id[RELAY_ID_BUFSZ] = "", ord[24] = "";
+            if (t->cursor_dirty) {
+                relay_id_str(t->acked, id);
+                if (t->acked_ord >= 0) snprintf(ord, sizeof(ord), "%" PRId64, t->acked_ord);
+            }
+            const char *argv[] = {"release", t->name, relay->instance, id, ord};
+            if (relay_append_script(relay, 5, argv)) break;
+            nops++;
+        }
+        if (ttb_store_skip(relay->store, nops) == 0) {
+            for (size_t i = 0; i < relay->ntowns; i++) relay->towns[i].cursor_dirty = false;
+        } else {
+            ttb_log_warn("relay could not save its cursors; the next holder repeats a little",
+                         "error", ttb_store_errstr(relay->store));
+        }
+    }
+    for (size_t i = 0; i < relay->ntowns; i++) relay->towns[i].held = false;
+    char left_s[24];
+    snprintf(left_s, sizeof(left_s), "%zu", left);
+    ttb_log_info("relay stopped", "unacknowledged", left_s);
+}
+
+static void *relay_main(void *arg) {
+    ttb_relay_t *relay = arg;
+    while (!atomic_load(&relay->stop)) {
+        if (relay->fatal) {
+            char why[512] = "";
+            rd_kafka_fatal_error(relay->rk, why, sizeof(why));
+            ttb_log_error("relay producer failed fatally; starting a new one", "error", why);
+            relay_producer_free(relay);
+            char err[512];
+            relay->rk = relay_producer_new(relay, err, sizeof(err));
+            relay->fatal = false;
+            for (size_t i = 0; i < relay->ntowns; i++) relay_town_rewind(&relay->towns[i]);
+            if (!relay->rk) {
+                ttb_log_error("relay cannot create a producer; stopping", "error", err);
+                break;
+            }
+        }
+        if (!ttb_store_connected(relay->store) && !relay_connect(relay)) {
+            relay_sleep(relay, relay->backoff_ms);
+            continue;
+        }
+        rd_kafka_poll(relay->rk, 0);
+        bool full = false;
+        long produced = relay_pass(relay, &full);
+        if (produced < 0) {
+            relay_redis_lost(relay);
+            continue;
+        }
+        if (produced > 0 || full) {
+            rd_kafka_poll(relay->rk, 0);
+            continue;
+        }
+        if (relay_wait(relay) < 0) relay_redis_lost(relay);
+    }
+    if (relay->rk) relay_shutdown(relay);
+    return NULL;
+}
+
+/* ---- public -------------------------------------------------------------- */
+
+ttb_relay_t *ttb_relay_new(const ttb_config_t *config, char *errstr, size_t errstr_size) {
+    if (!config || config->ntowns == 0 || !config->events_topic || !config->brokers) {
+        snprintf(errstr, errstr_size, "relay: towns, events topic and brokers are required");
+        return NULL;
+    }
+    ttb_relay_t *relay = calloc(1, sizeof(*relay));
+    if (!relay) goto nomem;
+    relay->config = config;
+    atomic_init(&relay->stop, false);
+    relay->lease_ms = config->relay_lease_ms > 0 ? config->relay_lease_ms : 10000;
+    if (relay->lease_ms < RELAY_MIN_LEASE_MS) relay->lease_ms = RELAY_MIN_LEASE_MS;
+    relay->backoff_max_ms = config->redis_backoff_max_ms > 0 ? config->redis_backoff_max_ms : 5000;
+    relay->ntowns = config->ntowns;
+    relay->towns = calloc(config->ntowns, sizeof(*relay->towns));
+    relay->ops = calloc(2 * config->ntowns + 1, sizeof(*relay->ops));
+    relay->wait_argv = calloc(6 + 2 * config->ntowns, sizeof(*relay->wait_argv));
+    relay->wait_pos = calloc(config->ntowns, sizeof(*relay->wait_pos));
+    relay->store = ttb_store_new(&config->redis);
+    if (!relay->towns || !relay->ops || !relay->wait_argv || !relay->wait_pos || !relay->store)
+        goto nomem;
+    for (size_t i = 0; i < config->ntowns; i++) {
+        relay_town_t *t = &relay->towns[i];
+        t->name = config->towns[i];
+        ttb_key_events(t->events_key, t->name);
+        t->acked_ord = -1;
+        relay_town_rewind(t);
+    }
+
+    /* hostname:pid:random, so that a restarted process never mistakes the
+     * lease of its previous life for its own. */
+    char host[64] = "localhost";
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        rnd = (uint32_t)relay_now_ms() ^ (uint32_t)getpid();
+    snprintf(relay->instance, sizeof(relay->instance), "%s:%ld:%08x", host, (long)getpid(), rnd);
+
+    relay->rk = relay_producer_new(relay, errstr, errstr_size);
+    if (!relay->rk) {
+        ttb_relay_free(relay);
+        return NULL;
+    }
+    return relay;
+nomem:
+    snprintf(errstr, errstr_size, "relay: out of memory");
+    ttb_relay_free(relay);
+    return NULL;
+}
+
+int ttb_relay_start(ttb_relay_t *relay) {
+    if (relay->running) return 0;
+    atomic_store(&relay->stop, false);
+    if (pthread_create(&relay->thread, NULL, relay_main, relay) != 0) return TTB_ERR_NOMEM;
+    relay->running = true;
+    return 0;
+}
+
+void ttb_relay_stop(ttb_relay_t *relay) {
+    if (!relay || !relay->running) return;
+    atomic_store(&relay->stop, true);
+    pthread_join(relay->thread, NULL);
+    relay->running = false;
+}
+
+void ttb_relay_free(ttb_relay_t *relay) {
+    if (!relay) return;
+    ttb_relay_stop(relay);
+    relay_producer_free(relay);
+    ttb_store_free(relay->store);
+    if (relay->towns)
+        for (size_t i = 0; i < relay->ntowns; i++) free(relay->towns[i].ring);
+    free(relay->towns);
+    free(relay->ops);
+    free(relay->wait_argv);
+    free(relay->wait_pos);
+    free(relay);
+}
