@@ -280,7 +280,7 @@ static int capture_reconcile_town(ttb_capture_t *cap, const capture_town_t *t, b
     capture_batch_t batch = {0};
     int rc = 0;
     size_t queued = 0;
-    char cursor[32] = "0";
+    char cursor[TTB_CURSOR_BUFSZ] = "0";
     bool first = true;
     /* Agents in the town. */
     while (rc == 0 && (first || strcmp(cursor, "0") != 0)) {
@@ -292,14 +292,12 @@ static int capture_reconcile_town(ttb_capture_t *cap, const capture_town_t *t, b
         }
         for (; queued > 0 && rc == 0; queued--) rc = capture_check_reply(cap, noscript);
         if (rc || (rc = ttb_store_reply(cap->store, &r))) break;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+        const redisReply *keys;
+        if (ttb_reply_scan_page(r, cursor, &keys)) {
             freeReplyObject(r);
             rc = TTB_ERR_PROTO;
             break;
         }
-        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        const redisReply *keys = r->element[1];
         for (size_t i = 0; i < keys->elements && rc == 0; i++) {
             const redisReply *k = keys->element[i];
             if (k->type != REDIS_REPLY_STRING || k->len <= t->key_prefix_len) continue;
@@ -326,14 +324,12 @@ static int capture_reconcile_town(ttb_capture_t *cap, const capture_town_t *t, b
         }
         for (; queued > 0 && rc == 0; queued--) rc = capture_check_reply(cap, noscript);
         if (rc || (rc = ttb_store_reply(cap->store, &r))) break;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+        const redisReply *fields;
+        if (ttb_reply_scan_page(r, cursor, &fields)) {
             freeReplyObject(r);
             rc = TTB_ERR_PROTO;
             break;
         }
-        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        const redisReply *fields = r->element[1];
         for (size_t i = 0; i + 1 < fields->elements && rc == 0; i += 2) {
             const redisReply *f = fields->element[i];
             if (f->type != REDIS_REPLY_STRING) continue;

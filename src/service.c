@@ -256,7 +256,7 @@ typedef int (*page_read_fn)(ttb_store_t *, town_view_t *, size_t, bool, ttb_time
 
 static int scan_pages(ttb_service_t *svc, town_view_t *v, const char *pattern, bool counts,
                       page_append_fn append_one, page_read_fn read_page, ttb_time_t now) {
-    char cursor[32] = "0";
+    char cursor[TTB_CURSOR_BUFSZ] = "0";
     size_t queued = 0; /* keys whose reads are queued ahead of the next SCAN */
     for (;;) {
         int rc = ttb_store_appendf(svc->store, "SCAN %s MATCH %s COUNT %u", cursor, pattern,
@@ -268,17 +268,12 @@ static int scan_pages(ttb_service_t *svc, town_view_t *v, const char *pattern, b
             return rc;
         }
         redisReply *scan;
+        const redisReply *keys;
         if ((rc = ttb_store_reply(svc->store, &scan))) return rc;
-        if (scan->type != REDIS_REPLY_ARRAY || scan->elements != 2 ||
-            scan->element[0]->type != REDIS_REPLY_STRING ||
-            scan->element[1]->type != REDIS_REPLY_ARRAY ||
-            scan->element[0]->len >= sizeof(cursor)) {
+        if (ttb_reply_scan_page(scan, cursor, &keys)) {
             freeReplyObject(scan);
             return TTB_ERR_PROTO;
         }
-        memcpy(cursor, scan->element[0]->str, scan->element[0]->len);
-        cursor[scan->element[0]->len] = '\0';
-        const redisReply *keys = scan->element[1];
         queued = 0;
         for (size_t i = 0; i < keys->elements; i++) {
             if (keys->element[i]->type != REDIS_REPLY_STRING) continue;

@@ -288,6 +288,18 @@ int ttb_store_append_script(ttb_store_t *store, ttb_script_t script, int nkeys, 
     return rc;
 }
 
+int ttb_reply_scan_page(const redisReply *reply, char cursor[TTB_CURSOR_BUFSZ],
+                        const redisReply **items) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_ARRAY || reply->element[0]->len >= TTB_CURSOR_BUFSZ)
+        return TTB_ERR_PROTO;
+    memcpy(cursor, reply->element[0]->str, reply->element[0]->len);
+    cursor[reply->element[0]->len] = '\0';
+    *items = reply->element[1];
+    return 0;
+}
+
 bool ttb_reply_is_noscript(const redisReply *reply) {
     return reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0;
 }

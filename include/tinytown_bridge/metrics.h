@@ -31,7 +31,7 @@ typedef struct ttb_metrics {
     atomic_uint_fast64_t commands[TTB_OP__COUNT][TTB_CODE__COUNT];
     atomic_uint_fast64_t invalid_records;   /**< records that never parsed into an op (per code in commands_unparsed) */
     atomic_uint_fast64_t commands_unparsed[TTB_CODE__COUNT];
-    atomic_uint_fast64_t latency_bucket[TTB_LATENCY_BUCKETS + 1]; /**< cumulative at exposition time */
+    atomic_uint_fast64_t latency_bucket[TTB_LATENCY_BUCKETS + 1]; /**< per bucket (last: over the top bound); made cumulative at exposition time */
     atomic_uint_fast64_t latency_count;
     atomic_uint_fast64_t latency_sum_us;
     atomic_uint_fast64_t batches;
@@ -55,7 +55,11 @@ typedef struct ttb_metrics {
 /** The process's metrics (zero-initialised static storage). */
 extern ttb_metrics_t ttb_metrics;
 
-/** Resets everything (start-up and tests). */
+/**
+ * Resets everything (start-up and tests). main calls it once before any
+ * thread starts: it also marks every consumer_lag slot unknown (-1), which
+ * zero-initialised storage cannot express.
+ */
 void ttb_metrics_reset(void);
 
 /** Records one command result: op (or -1 if none parsed), code, latency in microseconds. */
@@ -63,5 +67,11 @@ void ttb_metrics_command(int op, ttb_code_t code, uint64_t latency_us);
 
 /** Writes the Prometheus text exposition (with HELP and TYPE lines) to @p fp. */
 void ttb_metrics_write(FILE *fp);
+
+/**
+ * Writes @p value escaped as a Prometheus label value (backslash, double
+ * quote and newline escaped; NULL writes nothing), without the quotes.
+ */
+void ttb_metrics_write_label(FILE *fp, const char *value);
 
 #endif

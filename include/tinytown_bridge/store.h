@@ -86,6 +86,17 @@ uint64_t ttb_store_reconnects(const ttb_store_t *store);
 /** Reloads every script (after NOSCRIPT). @returns 0 or TTB_ERR_*. */
 int ttb_store_load_scripts(ttb_store_t *store);
 
+/** Size of a buffer holding a SCAN cursor. */
+#define TTB_CURSOR_BUFSZ 32
+
+/**
+ * Checks that @p reply is a SCAN/HSCAN/SSCAN page ([cursor, [items...]]),
+ * copies its cursor into @p cursor and points *items at the item array.
+ * @returns 0 or TTB_ERR_PROTO.
+ */
+int ttb_reply_scan_page(const redisReply *reply, char cursor[TTB_CURSOR_BUFSZ],
+                        const redisReply **items);
+
 /** @returns true when @p reply is a NOSCRIPT error. */
 bool ttb_reply_is_noscript(const redisReply *reply);
 
