@@ -42,6 +42,8 @@
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
+
+#include "tinytown_bridge/log.h"
 #include <librdkafka/rdkafka_mock.h>
 
 #define BROKER_PROG "ttb-broker"
@@ -74,107 +76,6 @@
 /* because this tool links only librdkafka, not the bridge library.          */
 /* ------------------------------------------------------------------------ */
 
-typedef enum broker_log_level {
-    BROKER_LOG_DEBUG = 0,
-    BROKER_LOG_INFO,
-    BROKER_LOG_WARN,
-    BROKER_LOG_ERROR
-} broker_log_level_t;
-
-static const char *const broker_log_names[] = {"debug", "info", "warn", "error"};
-
-/* Set once at start-up, before any thread exists; read-only afterwards. */
-static broker_log_level_t broker_log_min = BROKER_LOG_INFO;
-
-typedef struct broker_logline {
-    char buf[4096];
-    size_t len;
-} broker_logline_t;
-
-static void broker_logline_putc(broker_logline_t *l, char c) {
-    if (l->len < sizeof(l->buf) - 1) l->buf[l->len++] = c;
-}
-
-static void broker_logline_puts(broker_logline_t *l, const char *s) {
-    while (*s) broker_logline_putc(l, *s++);
-}
-
-/* Quotes only values that need it, so plain lines stay grep-friendly. */
-static void broker_logline_value(broker_logline_t *l, const char *v) {
-    bool quote = (*v == '\0');
-    for (const unsigned char *p = (const unsigned char *)v; *p && !quote; p++)
-        quote = (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f);
-    if (!quote) {
-        broker_logline_puts(l, v);
-        return;
-    }
-    broker_logline_putc(l, '"');
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        char esc[8];
-        switch (*p) {
-        case '"': broker_logline_puts(l, "\\\""); break;
-        case '\\': broker_logline_puts(l, "\\\\"); break;
-        case '\n': broker_logline_puts(l, "\\n"); break;
-        case '\r': broker_logline_puts(l, "\\r"); break;
-        case '\t': broker_logline_puts(l, "\\t"); break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) {
-                snprintf(esc, sizeof(esc), "\\x%02x", *p);
-                broker_logline_puts(l, esc);
-            } else {
-                broker_logline_putc(l, (char)*p);
-            }
-        }
-    }
-    broker_logline_putc(l, '"');
-}
-
-/*
- * Writes one log line: msg, then alternating key and value strings ended by a
- * NULL key. One write(2) per line, because librdkafka calls the log callback
- * from its own threads and lines must not interleave.
- */
-static void broker_log(broker_log_level_t level, const char *msg, ...) {
-    if (level < broker_log_min) return;
-
-    broker_logline_t l = {.len = 0};
-    struct timespec now;
-    struct tm tm;
-    char ts[64];
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", now.tv_nsec / 1000000L);
-    broker_logline_puts(&l, ts);
-    broker_logline_puts(&l, " level=");
-    broker_logline_puts(&l, broker_log_names[level]);
-    broker_logline_puts(&l, " msg=");
-    broker_logline_value(&l, msg);
-
-    va_list ap;
-    va_start(ap, msg);
-    for (;;) {
-        const char *key = va_arg(ap, const char *);
-        if (!key) break;
-        const char *value = va_arg(ap, const char *);
-        broker_logline_putc(&l, ' ');
-        broker_logline_puts(&l, key);
-        broker_logline_putc(&l, '=');
-        broker_logline_value(&l, value ? value : "-");
-    }
-    va_end(ap);
-
-    if (l.len == sizeof(l.buf) - 1) memcpy(l.buf + l.len - 4, " ...", 4);
-    l.buf[l.len++] = '\n';
-    ssize_t rc = write(STDERR_FILENO, l.buf, l.len);
-    (void)rc; /* nowhere left to report a failed log write */
-}
-
-#define broker_log_debug(...) broker_log(BROKER_LOG_DEBUG, __VA_ARGS__, (const char *)0)
-#define broker_log_info(...) broker_log(BROKER_LOG_INFO, __VA_ARGS__, (const char *)0)
-#define broker_log_warn(...) broker_log(BROKER_LOG_WARN, __VA_ARGS__, (const char *)0)
-#define broker_log_error(...) broker_log(BROKER_LOG_ERROR, __VA_ARGS__, (const char *)0)
-
 /*
  * librdkafka's own messages. The owning handle is an idle producer whose
  * notices ("no bootstrap.servers configured") would only mislead, so below
@@ -185,12 +86,12 @@ static void broker_log(broker_log_level_t level, const char *msg, ...) {
 static void broker_on_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac,
                                   const char *buf) {
     (void)rk;
-    broker_log_level_t ours = level <= BROKER_SYSLOG_ERR       ? BROKER_LOG_ERROR
-                              : level == BROKER_SYSLOG_WARNING ? BROKER_LOG_WARN
-                              : level >= BROKER_SYSLOG_DEBUG   ? BROKER_LOG_DEBUG
-                                                               : BROKER_LOG_INFO;
-    if (level > BROKER_SYSLOG_WARNING && broker_log_min > BROKER_LOG_DEBUG) return;
-    broker_log(ours, buf, "source", "librdkafka", "facility", fac, (const char *)0);
+    ttb_log_level_t ours = level <= BROKER_SYSLOG_ERR       ? TTB_LOG_ERROR
+                           : level == BROKER_SYSLOG_WARNING ? TTB_LOG_WARN
+                           : level >= BROKER_SYSLOG_DEBUG   ? TTB_LOG_DEBUG
+                                                            : TTB_LOG_INFO;
+    if (level > BROKER_SYSLOG_WARNING && !ttb_log_enabled(TTB_LOG_DEBUG)) return;
+    ttb_log(ours, buf, "source", "librdkafka", "facility", fac, (const char *)0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -811,10 +712,10 @@ static bool broker_control_exec(broker_t *b, char *line, char *reply, size_t rep
 
     if (rc == 0) {
         snprintf(reply, reply_size, "ok");
-        broker_log_info("control command", "command", logged, "result", "ok");
+        ttb_log_info("control command", "command", logged, "result", "ok");
     } else {
         snprintf(reply, reply_size, "error %s", errstr);
-        broker_log_warn("control command failed", "command", logged, "error", errstr);
+        ttb_log_warn("control command failed", "command", logged, "error", errstr);
     }
     return true;
 }
@@ -833,12 +734,12 @@ static bool broker_control_line(broker_t *b, broker_linebuf_t *lb, char *line) {
         lb->overflow = false;
         snprintf(reply, sizeof(reply), "error line too long (max %d bytes)",
                  BROKER_LINE_MAX - 1);
-        broker_log_warn("control line too long");
+        ttb_log_warn("control line too long");
     } else if (!broker_control_exec(b, line, reply, sizeof(reply))) {
         return true;
     }
     if (broker_stdout_line(reply) != 0) {
-        broker_log_warn("cannot answer control command; stopped reading commands", "error",
+        ttb_log_warn("cannot answer control command; stopped reading commands", "error",
                         strerror(errno));
         return false;
     }
@@ -855,7 +756,7 @@ static bool broker_control_read(broker_t *b, broker_linebuf_t *lb) {
     ssize_t n = read(STDIN_FILENO, lb->buf + lb->len, sizeof(lb->buf) - 1 - lb->len);
     if (n < 0) {
         if (errno == EINTR || errno == EAGAIN) return true;
-        broker_log_warn("control input failed; stopped reading commands", "error",
+        ttb_log_warn("control input failed; stopped reading commands", "error",
                         strerror(errno));
         return false;
     }
@@ -866,7 +767,7 @@ static bool broker_control_read(broker_t *b, broker_linebuf_t *lb) {
             broker_control_line(b, lb, lb->buf);
         }
         lb->len = 0;
-        broker_log_info("control input closed; running until a signal");
+        ttb_log_info("control input closed; running until a signal");
         return false;
     }
     lb->len += (size_t)n;
@@ -926,7 +827,7 @@ static int broker_start(broker_t *b, const broker_opts_t *opts) {
         (opts->debug &&
          rd_kafka_conf_set(conf, "debug", opts->debug, errstr, sizeof(errstr)) !=
              RD_KAFKA_CONF_OK)) {
-        broker_log_error("bad librdkafka configuration", "error", errstr);
+        ttb_log_error("bad librdkafka configuration", "error", errstr);
         rd_kafka_conf_destroy(conf);
         return -1;
     }
@@ -941,7 +842,7 @@ static int broker_start(broker_t *b, const broker_opts_t *opts) {
     if (!b->rk) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         rd_kafka_conf_destroy(conf); /* not taken on failure */
-        broker_log_error("cannot create librdkafka handle", "error", errstr);
+        ttb_log_error("cannot create librdkafka handle", "error", errstr);
         return -1;
     }
     conf = NULL; /* now owned by b->rk */
@@ -949,7 +850,7 @@ static int broker_start(broker_t *b, const broker_opts_t *opts) {
     b->mcluster = rd_kafka_mock_cluster_new(b->rk, opts->broker_cnt);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!b->mcluster) {
-        broker_log_error("cannot create mock cluster (see librdkafka's message above)");
+        ttb_log_error("cannot create mock cluster (see librdkafka's message above)");
         return -1;
     }
     b->broker_cnt = opts->broker_cnt;
@@ -959,7 +860,7 @@ static int broker_start(broker_t *b, const broker_opts_t *opts) {
         rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
             b->mcluster, topic->name, (int)topic->partitions, (int)topic->replication);
         if (err) {
-            broker_log_error("cannot create topic", "topic", topic->name, "error",
+            ttb_log_error("cannot create topic", "topic", topic->name, "error",
                              rd_kafka_err2str(err));
             return -1;
         }
@@ -979,7 +880,7 @@ int main(int argc, char **argv) {
     broker_opts_t opts = {.broker_cnt = 1};
     int rc = broker_opts_parse(argc, argv, &opts);
     if (rc != -1) return rc;
-    if (opts.debug) broker_log_min = BROKER_LOG_DEBUG;
+    if (opts.debug) ttb_log_set_level(TTB_LOG_DEBUG);
 
     /* No SA_RESTART: the signal should interrupt poll(2) at once. */
     struct sigaction sa;
@@ -999,7 +900,7 @@ int main(int argc, char **argv) {
 
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(b.mcluster);
     if (!bootstrap || !broker_bootstrap_is_loopback(bootstrap)) {
-        broker_log_error("mock cluster is not on loopback; refusing to serve", "bootstrap",
+        ttb_log_error("mock cluster is not on loopback; refusing to serve", "bootstrap",
                          bootstrap);
         goto out;
     }
@@ -1009,7 +910,7 @@ int main(int argc, char **argv) {
         char errstr[2 * PATH_MAX + 128]; /* room for both temporary and final path */
         if (broker_bootstrap_file_write(opts.bootstrap_file, bootstrap, errstr,
                                         sizeof(errstr)) != 0) {
-            broker_log_error("cannot write bootstrap file", "error", errstr);
+            ttb_log_error("cannot write bootstrap file", "error", errstr);
             goto out;
         }
         wrote_file = true;
@@ -1018,14 +919,14 @@ int main(int argc, char **argv) {
     char line[BROKER_LINE_MAX];
     snprintf(line, sizeof(line), "bootstrap=%s", bootstrap);
     if (broker_stdout_line(line) != 0) {
-        broker_log_error("cannot write bootstrap line on stdout", "error", strerror(errno));
+        ttb_log_error("cannot write bootstrap line on stdout", "error", strerror(errno));
         goto out;
     }
 
     char topics[1024], brokers[16];
     broker_topics_describe(&opts, topics, sizeof(topics));
     snprintf(brokers, sizeof(brokers), "%d", opts.broker_cnt);
-    broker_log_info("broker ready", "bootstrap", bootstrap, "brokers", brokers, "topics", topics,
+    ttb_log_info("broker ready", "bootstrap", bootstrap, "brokers", brokers, "topics", topics,
                     "control", opts.control ? "yes" : "no", "librdkafka",
                     rd_kafka_version_str());
 
@@ -1035,7 +936,7 @@ int main(int argc, char **argv) {
         /* A negative fd is ignored by poll(2): then it is just an interruptible sleep. */
         int n = poll(&pfd, 1, BROKER_POLL_MS);
         if (n < 0 && errno != EINTR) {
-            broker_log_error("poll failed", "error", strerror(errno));
+            ttb_log_error("poll failed", "error", strerror(errno));
             goto out;
         }
         if (n > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR))) {
@@ -1047,17 +948,17 @@ int main(int argc, char **argv) {
 
     {
         const char *signame = broker_stop_signal == SIGINT ? "SIGINT" : "SIGTERM";
-        broker_log_info("stopping", "signal", signame);
+        ttb_log_info("stopping", "signal", signame);
     }
     rc = BROKER_EXIT_OK;
 
 out:
     broker_stop(&b);
     if (wrote_file && unlink(opts.bootstrap_file) != 0 && errno != ENOENT) {
-        broker_log_warn("cannot remove bootstrap file", "path", opts.bootstrap_file, "error",
+        ttb_log_warn("cannot remove bootstrap file", "path", opts.bootstrap_file, "error",
                         strerror(errno));
     }
     free(opts.topics);
-    if (rc == BROKER_EXIT_OK) broker_log_info("stopped");
+    if (rc == BROKER_EXIT_OK) ttb_log_info("stopped");
     return rc;
 }
