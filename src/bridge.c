@@ -47,7 +47,8 @@ typedef struct record {
 typedef struct partition {
     bool active;
     record_t *head, *tail;
-    int64_t stored; /* last offset stored, -1 none */
+    int64_t stored;      /* last offset stored, -1 none */
+    int64_t next_offset; /* offset after the last record taken, -1 none yet */
 } partition_t;
 
 struct ttb_bridge {
@@ -74,6 +75,7 @@ struct ttb_bridge {
     int backoff_ms;
     uint64_t next_wait_check_us;
     uint64_t next_health_us;
+    uint64_t next_lag_us;
     uint64_t next_summary_us;
     uint64_t summary_commands, summary_errors;
     int fatal;
@@ -118,6 +120,7 @@ static partition_t *partition_get(ttb_bridge_t *b, int32_t p) {
         for (size_t i = b->nparts; i < n; i++) {
             memset(&np[i], 0, sizeof(np[i]));
             np[i].stored = -1;
+            np[i].next_offset = -1;
         }
         b->parts = np;
         b->nparts = n;
@@ -159,19 +162,19 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     if (r->deliveries == 0 && r->produced) record_delivered(b, r);
 }
 
-/* producev with the queue-full retry every producer needs. */
+/* Produces with the queue-full retry every producer needs; takes @p hdrs. */
 static rd_kafka_resp_err_t produce(ttb_bridge_t *b, const char *topic, const void *key,
                                    size_t key_len, const void *value, size_t value_len,
                                    rd_kafka_headers_t *hdrs, record_t *r) {
     for (int attempt = 0;; attempt++) {
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            b->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
-            RD_KAFKA_V_VALUE((void *)(uintptr_t)value, value_len),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-            RD_KAFKA_V_OPAQUE(r), RD_KAFKA_V_END);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || attempt > 600) {
-            if (err) rd_kafka_headers_destroy(hdrs);
-            else r->deliveries++;
+        rd_kafka_resp_err_t err =
+            ttb_kafka_produce(b->producer, topic, key, key_len, value, value_len, hdrs, r);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            if (!err) r->deliveries++;
+            return err;
+        }
+        if (attempt >= 600) { /* a minute of a full queue: the broker is gone */
+            rd_kafka_headers_destroy(hdrs);
             return err;
         }
         rd_kafka_poll(b->producer, 100);
@@ -523,6 +526,7 @@ static void take_record(ttb_bridge_t *b, rd_kafka_message_t *m) {
     }
     r->partition = m->partition;
     r->offset = m->offset;
+    pt->next_offset = m->offset + 1;
     r->received_us = now_us();
     const char *value = m->payload ? m->payload : "";
     r->parse_code = ttb_command_parse(value, m->len, &b->policy, &r->cmd, r->parse_error,
@@ -592,6 +596,10 @@ static size_t poll_batch(ttb_bridge_t *b, int first_timeout_ms) {
     return got;
 }
 
+/* Consumer lag per partition: the high watermark (as of the last fetch)
+ * minus our position. The position is what we took last, or librdkafka's
+ * idea of it before the first record; a partition with nothing in it has no
+ * lag even before that. */
 static void update_lag(ttb_bridge_t *b) {
     rd_kafka_topic_partition_list_t *list = NULL;
     if (rd_kafka_assignment(b->consumer, &list) || !list) return;
@@ -600,19 +608,21 @@ static void update_lag(ttb_bridge_t *b) {
         rd_kafka_topic_partition_t *tp = &list->elems[i];
         int64_t lo, hi;
         if (tp->partition < 0 || tp->partition >= TTB_METRICS_MAX_PARTITIONS) continue;
-        if (rd_kafka_get_watermark_offsets(b->consumer, tp->topic, tp->partition, &lo, &hi) ||
-            tp->offset < 0) {
-            ttb_metrics.consumer_lag[tp->partition] = -1;
-            continue;
+        partition_t *pt = partition_get(b, tp->partition);
+        int64_t pos = pt && pt->next_offset >= 0 ? pt->next_offset : tp->offset;
+        int64_t lag = -1;
+        if (!rd_kafka_get_watermark_offsets(b->consumer, tp->topic, tp->partition, &lo, &hi) &&
+            hi >= 0) {
+            if (pos >= 0) lag = hi > pos ? hi - pos : 0;
+            else if (lo == hi) lag = 0;
         }
-        ttb_metrics.consumer_lag[tp->partition] = hi > tp->offset ? hi - tp->offset : 0;
+        ttb_metrics.consumer_lag[tp->partition] = lag;
     }
     rd_kafka_topic_partition_list_destroy(list);
+    ttb_metrics.producer_queue = rd_kafka_outq_len(b->producer);
 }
 
 static void summary(ttb_bridge_t *b, uint64_t interval_us) {
-    update_lag(b);
-    ttb_metrics.producer_queue = rd_kafka_outq_len(b->producer);
     if (b->config->summary_interval_s <= 0) return;
     int64_t lag = 0;
     for (size_t p = 0; p < TTB_METRICS_MAX_PARTITIONS; p++)
@@ -764,6 +774,10 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
         rd_kafka_poll(b->producer, 0);
         check_waits(b);
         store_offsets(b);
+        if (now_us() >= b->next_lag_us) {
+            update_lag(b);
+            b->next_lag_us = now_us() + 1000000u;
+        }
         if (now_us() >= b->next_summary_us) {
             summary(b, summary_every);
             b->next_summary_us = now_us() + summary_every;

@@ -317,7 +317,7 @@ static rd_kafka_t *relay_producer_new(ttb_relay_t *relay, char *errstr, size_t e
     rd_kafka_conf_set_opaque(conf, relay);
     rd_kafka_conf_set_dr_msg_cb(conf, relay_dr_cb);
     rd_kafka_conf_set_error_cb(conf, relay_error_cb);
-    char why[512];
+    char why[256];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
     if (!rk) {
         rd_kafka_conf_destroy(conf);
@@ -428,7 +428,7 @@ static const char *relay_json_str(json_t *doc, const char *name) {
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-/* Produces one entry. @returns 0, or the producev error (nothing queued). */
+/* Produces one entry. @returns 0, or the produce error (nothing queued). */
 static rd_kafka_resp_err_t relay_produce(ttb_relay_t *relay, size_t ti, const char *id_str,
                                          const redisReply *fields) {
     relay_town_t *t = &relay->towns[ti];
@@ -473,16 +473,12 @@ static rd_kafka_resp_err_t relay_produce(ttb_relay_t *relay, size_t ti, const ch
     msg->town = ti;
     msg->gen = t->gen;
     msg->seq = t->next_seq;
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        relay->rk, RD_KAFKA_V_TOPIC(cfg->events_topic), RD_KAFKA_V_KEY(key, strlen(key)),
-        RD_KAFKA_V_VALUE(data ? data->str : NULL, data ? data->len : 0),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-        RD_KAFKA_V_OPAQUE(msg), RD_KAFKA_V_END);
-    json_decref(doc); /* the key was copied by producev */
-    if (err) {
-        rd_kafka_headers_destroy(hdrs);
-        free(msg);
-    }
+    rd_kafka_resp_err_t err =
+        ttb_kafka_produce(relay->rk, cfg->events_topic, key, strlen(key),
+                          data ? data->str : NULL, data ? data->len : 0, hdrs, msg);
+    json_decref(doc); /* the key was copied */
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_headers_destroy(hdrs);
+    if (err) free(msg);
     return err;
 }
 

@@ -834,7 +834,7 @@ static int finish_wait(const ttb_command_t *cmd, const redisReply *agent_reply, 
         return TTB_ERR_NOMEM;
     }
     out->pending = false;
-    rc = render(cmd, ttb_op_name(cmd->op), TTB_CODE_OK, NULL, result, now, out);
+    rc = render(cmd, ttb_op_name(cmd->op), TTB_CODE_OK, NULL, result, ttb_time_now(), out);
     json_decref(result);
     return rc;
 }

@@ -28,6 +28,17 @@ rd_kafka_conf_t *ttb_kafka_conf(const ttb_config_t *config, ttb_kafka_role_t rol
 int ttb_kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
                   size_t errstr_size);
 
+/**
+ * Queues one message (key and value copied). Takes ownership of @p hdrs
+ * (may be NULL), except on RD_KAFKA_RESP_ERR__QUEUE_FULL, when the caller
+ * keeps them to try again after polling. @p opaque reaches the delivery
+ * report as the message's _private.
+ * @returns RD_KAFKA_RESP_ERR_NO_ERROR or why nothing was queued (e.g. __QUEUE_FULL).
+ */
+rd_kafka_resp_err_t ttb_kafka_produce(rd_kafka_t *rk, const char *topic, const void *key,
+                                      size_t key_len, const void *value, size_t value_len,
+                                      rd_kafka_headers_t *hdrs, void *opaque);
+
 /** Adds a string header (copied). @returns 0 or TTB_ERR_NOMEM. */
 int ttb_kafka_header(rd_kafka_headers_t *hdrs, const char *name, const char *value);
 

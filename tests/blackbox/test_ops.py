@@ -63,7 +63,12 @@ def test_health_readiness_and_metrics():
         assert fams["tinytown_bridge_command_duration_seconds"] == "histogram"
         assert smp[("tinytown_bridge_command_duration_seconds_bucket", (("le", "+Inf"),))] == 8
         assert smp[("tinytown_bridge_redis_up", ())] == 1
-        assert "tinytown_bridge_consumer_lag_messages" in fams
+        def lag_known():
+            _, smp = metrics(port)
+            lags = {dict(l)["partition"]: v for (n, l), v in smp.items()
+                    if n == "tinytown_bridge_consumer_lag_messages"}
+            return len(lags) == 4 and set(lags.values()) == {0}
+        wait_until(lag_known, 10, what="consumer lag 0 on all four partitions")
 
         # Readiness follows Redis, both ways.
         s.redis.pause()
