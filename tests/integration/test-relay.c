@@ -91,7 +91,11 @@ static void consume(fixture_t *f, int ms) {
         r->value = malloc(m->len + 1);
         memcpy(r->value, m->payload ? m->payload : "", m->len);
         r->value[m->len] = '\0';
-        r->key = strndup(m->key ? m->key : "", m->key_len);
+        /* The key is not NUL-terminated: copy exactly key_len bytes. */
+        r->key = malloc(m->key_len + 1);
+        assert_non_null(r->key);
+        if (m->key_len) memcpy(r->key, m->key, m->key_len);
+        r->key[m->key_len] = '\0';
         r->town = header(m, "tt-town");
         r->id = header(m, "tt-event-id");
         r->type = header(m, "tt-event-type");
