@@ -78,6 +78,7 @@ struct ttb_bridge {
     uint64_t next_lag_us;
     uint64_t next_summary_us;
     uint64_t summary_commands, summary_errors;
+    bool consumer_closed;
     int fatal;
     char fatal_msg[512];
 };
@@ -148,8 +149,10 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     if (m->err) {
         /* The idempotent producer retried until message.timeout.ms; the
          * record stays unacknowledged and its offset unstored, so stopping
-         * here and starting again delivers it anew. */
-        fail_fatal(b, "delivery failed", rd_kafka_err2str(m->err));
+         * here and starting again delivers it anew. (Purged messages are
+         * ours, dropped on the way out: no news.) */
+        if (m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+            fail_fatal(b, "delivery failed", rd_kafka_err2str(m->err));
         r->deliveries--;
         if (r->orphaned && r->deliveries == 0) record_free(r);
         return;
@@ -692,8 +695,17 @@ fail:
 
 void ttb_bridge_free(ttb_bridge_t *b) {
     if (!b) return;
-    if (b->consumer) rd_kafka_destroy(b->consumer);
-    if (b->producer) rd_kafka_destroy(b->producer);
+    /* The group was left (or given up on) in ttb_bridge_run; destroying must
+     * not try again. Whatever the producer still holds was never
+     * acknowledged, and the offsets behind it were not committed. */
+    if (b->consumer)
+        rd_kafka_destroy_flags(b->consumer,
+                               b->consumer_closed ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0);
+    if (b->producer) {
+        rd_kafka_purge(b->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(b->producer, 0);
+        rd_kafka_destroy(b->producer);
+    }
     for (size_t p = 0; p < b->nparts; p++) {
         record_t *r = b->parts[p].head;
         while (r) {
@@ -708,6 +720,26 @@ void ttb_bridge_free(ttb_bridge_t *b) {
     ttb_service_free(b->service);
     ttb_store_free(b->store);
     free(b);
+}
+
+/* Leaves the group, bounded: with the coordinator unreachable a plain
+ * rd_kafka_consumer_close() can wait for the whole session timeout. What is
+ * not committed by then is delivered again, to this bridge or another. */
+static void close_consumer(ttb_bridge_t *b, uint64_t deadline_us) {
+    rd_kafka_queue_t *q = rd_kafka_queue_new(b->consumer);
+    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(b->consumer, q);
+    if (error) {
+        ttb_log_warn("consumer close failed", "error", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else {
+        while (!rd_kafka_consumer_closed(b->consumer) && now_us() < deadline_us)
+            rd_kafka_queue_poll_callback(q, 100);
+    }
+    if (!rd_kafka_consumer_closed(b->consumer))
+        ttb_log_warn("left the consumer group without saying goodbye",
+                     "reason", "kafka did not answer before the shutdown timeout");
+    rd_kafka_queue_destroy(q);
+    b->consumer_closed = true;
 }
 
 static void shutdown_gracefully(ttb_bridge_t *b) {
@@ -726,7 +758,7 @@ static void shutdown_gracefully(ttb_bridge_t *b) {
     snprintf(waits, sizeof(waits), "%zu", b->nwaits);
     snprintf(stalled, sizeof(stalled), "%zu", b->nstalled);
     snprintf(unacked, sizeof(unacked), "%d", rd_kafka_outq_len(b->producer));
-    rd_kafka_consumer_close(b->consumer);
+    close_consumer(b, deadline > now_us() + 1000000u ? deadline : now_us() + 1000000u);
     ttb_log_info("stopped", "pending_waits_left", waits, "unapplied_left", stalled,
                  "unacknowledged_left", unacked);
 }
@@ -792,7 +824,7 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
     if (b->fatal) {
         /* Do not commit anything more: what is not acknowledged comes back. */
         ttb_log_error("stopping after a fatal error", "error", b->fatal_msg);
-        rd_kafka_consumer_close(b->consumer);
+        close_consumer(b, now_us() + (uint64_t)b->config->shutdown_timeout_ms * 1000u);
         return b->fatal;
     }
     ttb_log_info("stopping", "reason", "signal");
