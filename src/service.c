@@ -540,7 +540,7 @@ enum {
 typedef enum step_kind {
     STEP_NONE = 0, /* finished before the pipeline (replayed, resolution error) */
     STEP_SCRIPT,   /* one EVALSHA: one reply */
-    STEP_WAIT,     /* SET deadline NX GET + HGETALL agent: two replies */
+    STEP_WAIT,     /* HSETNX + HGET deadline, HGETALL agent: three replies */
     STEP_AGENT,    /* get_result by id: HGETALL agent, one reply */
     STEP_READ      /* list/status: rendered from the view, stored afterwards */
 } step_kind_t;
@@ -633,23 +633,34 @@ static void argv_free(argv_buf_t *a) {
     memset(a, 0, sizeof(*a));
 }
 
-/* Strings every script takes first: town, command key, ttl. */
+/* The idempotency bucket spec every script takes: "bucket n expire_at" (see
+ * common.lua). Buckets are an eighth of the retention wide, so a record lives
+ * between one and 9/8 retentions and a lookup reads at most ten hashes. */
+#define SPEC_BUFSZ 64
+
+static void idem_spec(const ttb_service_t *svc, ttb_time_t now, char spec[SPEC_BUFSZ]) {
+    int64_t width = svc->ttl_s / 8 > 0 ? svc->ttl_s / 8 : 1;
+    int64_t bucket = now.sec / width;
+    int64_t n = svc->ttl_s / width + 2;
+    snprintf(spec, SPEC_BUFSZ, "%lld %lld %lld", (long long)bucket, (long long)n,
+             (long long)((bucket + 1) * width + svc->ttl_s));
+}
+
+/* Strings every script takes first: town, command id, idempotency spec. */
 typedef struct script_head {
-    char cmdkey[TTB_KEY_BUFSZ];
-    char ttl[24];
+    char spec[SPEC_BUFSZ];
     char ts_hash[TTB_TIME_BUFSZ];
     char ts_json[TTB_TIME_BUFSZ];
 } script_head_t;
 
 static int push_head(ttb_service_t *svc, const ttb_command_t *cmd, argv_buf_t *a,
                      script_head_t *h, ttb_time_t now) {
-    ttb_key_command(h->cmdkey, cmd->town, cmd->id);
-    snprintf(h->ttl, sizeof(h->ttl), "%lld", (long long)svc->ttl_s);
+    idem_spec(svc, now, h->spec);
     ttb_time_format_hash(now, h->ts_hash);
     ttb_time_format_json(now, h->ts_json);
     int rc = argv_str(a, cmd->town);
-    if (!rc) rc = argv_str(a, h->cmdkey);
-    if (!rc) rc = argv_str(a, h->ttl);
+    if (!rc) rc = argv_str(a, cmd->id);
+    if (!rc) rc = argv_str(a, h->spec);
     return rc;
 }
 
@@ -839,79 +850,110 @@ static int finish_wait(const ttb_command_t *cmd, const redisReply *agent_reply, 
     return rc;
 }
 
-/* Stores read results as idempotency records ("R" + bytes). SET NX GET: if
- * another bridge stored one first, its record wins and replaces ours. */
+/* Runs the idem script over @p av (mode and spec first), reloading the
+ * scripts once if they were flushed. *reply is an array, one per command. */
+static int run_idem(ttb_service_t *svc, argv_buf_t *av, size_t expect, redisReply **reply) {
+    for (int attempt = 0;; attempt++) {
+        int rc = ttb_store_append_script(svc->store, TTB_SCRIPT_IDEM, 0, (int)av->n, av->argv,
+                                         av->lens);
+        if (!rc) rc = ttb_store_reply(svc->store, reply);
+        if (rc) return rc;
+        if (ttb_reply_is_noscript(*reply) && attempt == 0) {
+            freeReplyObject(*reply);
+            if ((rc = ttb_store_load_scripts(svc->store))) return rc;
+            continue;
+        }
+        if ((*reply)->type != REDIS_REPLY_ARRAY || (*reply)->elements != expect) {
+            ttb_log_error("idempotency script failed", "error",
+                          (*reply)->type == REDIS_REPLY_ERROR ? (*reply)->str : "unexpected reply");
+            freeReplyObject(*reply);
+            return TTB_ERR_PROTO;
+        }
+        return 0;
+    }
+}
+
+/* Stores read results as idempotency records ("R" + bytes), in one script
+ * call. If another bridge stored one first, its record wins and replaces ours.
+ * Finished waits also leave the town's waits hash. */
 static int store_records(ttb_service_t *svc, const ttb_command_t *const *cmds,
                          ttb_outcome_t *const *outs, size_t n) {
-    char ttl[24];
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)svc->ttl_s);
-    size_t asked = 0;
-    for (size_t i = 0; i < n; i++) {
+    argv_buf_t av = {0};
+    char spec[SPEC_BUFSZ];
+    char **values = calloc(n ? n : 1, sizeof(*values));
+    size_t count = 0, waits = 0;
+    int rc = values ? 0 : TTB_ERR_NOMEM;
+    idem_spec(svc, ttb_time_now(), spec);
+    if (!rc) rc = argv_str(&av, "put");
+    if (!rc) rc = argv_str(&av, spec);
+    for (size_t i = 0; i < n && !rc; i++) {
         if (!outs[i] || !outs[i]->record) continue;
-        char key[TTB_KEY_BUFSZ];
-        size_t klen = ttb_key_command(key, cmds[i]->town, cmds[i]->id);
-        char *value = malloc(outs[i]->record_len + 1);
-        if (!value) return TTB_ERR_NOMEM;
-        value[0] = 'R';
-        memcpy(value + 1, outs[i]->record, outs[i]->record_len);
-        const char *argv[7] = {"SET", key, value, "NX", "GET", "EX", ttl};
-        size_t lens[7] = {3, klen, outs[i]->record_len + 1, 2, 3, 2, strlen(ttl)};
-        int rc = ttb_store_append(svc->store, 7, argv, lens);
-        free(value);
-        if (rc) return rc;
-        asked++;
+        values[i] = malloc(outs[i]->record_len + 1);
+        if (!values[i]) {
+            rc = TTB_ERR_NOMEM;
+            break;
+        }
+        values[i][0] = 'R';
+        memcpy(values[i] + 1, outs[i]->record, outs[i]->record_len);
+        rc = argv_str(&av, cmds[i]->town);
+        if (!rc) rc = argv_str(&av, cmds[i]->id);
+        if (!rc) rc = argv_push(&av, values[i], outs[i]->record_len + 1);
+        count++;
     }
-    int first_err = 0;
-    for (size_t i = 0; i < n; i++) {
+    redisReply *r = NULL;
+    if (!rc && count) rc = run_idem(svc, &av, count, &r);
+    for (size_t i = 0, k = 0; i < n && !rc && r; i++) {
         if (!outs[i] || !outs[i]->record) continue;
-        redisReply *r;
-        int rc = ttb_store_reply(svc->store, &r);
-        if (rc) return rc;
-        if (r->type == REDIS_REPLY_STRING && !first_err) {
+        const redisReply *prev = r->element[k++];
+        if (prev->type == REDIS_REPLY_STRING) {
             ttb_outcome_t earlier;
             memset(&earlier, 0, sizeof(earlier));
-            rc = outcome_from_stored(cmds[i], r->str, r->len, &earlier);
-            if (rc) {
-                first_err = rc;
-            } else {
+            rc = outcome_from_stored(cmds[i], prev->str, prev->len, &earlier);
+            if (!rc) {
                 ttb_outcome_clear(outs[i]);
                 *outs[i] = earlier;
                 outs[i]->replayed = true;
             }
-        } else if (r->type == REDIS_REPLY_ERROR && !first_err) {
-            ttb_log_error("storing a read result failed", "error", r->str);
-            first_err = TTB_ERR_PROTO;
         }
-        freeReplyObject(r);
+        if (!rc && cmds[i]->op == TTB_OP_WAIT) {
+            char key[TTB_KEY_BUFSZ];
+            ttb_key_waits(key, cmds[i]->town);
+            rc = ttb_store_appendf(svc->store, "HDEL %s %s", key, cmds[i]->id);
+            waits++;
+        }
     }
-    return first_err;
+    if (r) freeReplyObject(r);
+    if (!rc && waits) rc = ttb_store_skip(svc->store, waits);
+    for (size_t i = 0; i < n; i++) free(values ? values[i] : NULL);
+    free(values);
+    argv_free(&av);
+    return rc;
 }
 
 /* Phase 0: every command whose id is already known in its town is answered
- * from its record, in one pipelined round trip. */
+ * from its record, with one script call for the whole batch. */
 static int replay_known(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
                         ttb_outcome_t *out) {
-    for (size_t i = 0; i < n; i++) {
-        char key[TTB_KEY_BUFSZ];
-        ttb_key_command(key, cmds[i].town, cmds[i].id);
-        int rc = ttb_store_appendf(svc->store, "GET %s", key);
-        if (rc) return rc;
+    argv_buf_t av = {0};
+    char spec[SPEC_BUFSZ];
+    idem_spec(svc, ttb_time_now(), spec);
+    int rc = argv_str(&av, "get");
+    if (!rc) rc = argv_str(&av, spec);
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = argv_str(&av, cmds[i].town);
+        if (!rc) rc = argv_str(&av, cmds[i].id);
     }
-    int first_err = 0;
-    for (size_t i = 0; i < n; i++) {
-        redisReply *r;
-        int rc = ttb_store_reply(svc->store, &r);
-        if (rc) return rc;
-        if (r->type == REDIS_REPLY_STRING && !first_err) {
-            rc = outcome_from_stored(&cmds[i], r->str, r->len, &out[i]);
-            if (rc) first_err = rc;
-            else out[i].replayed = true;
-        } else if (r->type == REDIS_REPLY_ERROR && !first_err) {
-            first_err = TTB_ERR_PROTO;
-        }
-        freeReplyObject(r);
+    redisReply *r = NULL;
+    if (!rc) rc = run_idem(svc, &av, n, &r);
+    argv_free(&av);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const redisReply *v = r->element[i];
+        if (v->type != REDIS_REPLY_STRING) continue;
+        rc = outcome_from_stored(&cmds[i], v->str, v->len, &out[i]);
+        if (!rc) out[i].replayed = true;
     }
-    return first_err;
+    if (r) freeReplyObject(r);
+    return rc;
 }
 
 static bool done(const ttb_outcome_t *o) { return o->record != NULL || o->pending; }
@@ -995,13 +1037,14 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
             ok = resolve(c, c->agent, v, st->agent_id, &out[i]);
             if (ok != 1) break;
             char wkey[TTB_KEY_BUFSZ], akey[TTB_KEY_BUFSZ];
-            ttb_key_wait(wkey, c->town, c->id);
+            ttb_key_waits(wkey, c->town);
             ttb_key_agent(akey, c->town, st->agent_id);
             st->deadline_ms = ttb_time_to_ms(now) + c->timeout_ms;
-            /* The first sight of a wait fixes its deadline, across restarts. */
-            rc = ttb_store_appendf(svc->store, "SET %s %lld NX GET EX %lld", wkey,
-                                   (long long)st->deadline_ms,
-                                   (long long)(c->timeout_ms / 1000 + svc->ttl_s));
+            /* The first sight of a wait fixes its deadline, across restarts;
+             * the field goes when the wait is answered. */
+            rc = ttb_store_appendf(svc->store, "HSETNX %s %s %lld", wkey, c->id,
+                                   (long long)st->deadline_ms);
+            if (!rc) rc = ttb_store_appendf(svc->store, "HGET %s %s", wkey, c->id);
             if (!rc) rc = ttb_store_appendf(svc->store, "HGETALL %s", akey);
             st->kind = STEP_WAIT;
             break;
@@ -1063,6 +1106,7 @@ static int collect_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t s
             break;
         }
         case STEP_WAIT: {
+            if ((rc = ttb_store_skip(svc->store, 1)) && rc != TTB_ERR_PROTO) return rc;
             if ((rc = ttb_store_reply(svc->store, &r))) return rc;
             if ((rc = ttb_store_reply(svc->store, &r2))) {
                 freeReplyObject(r);

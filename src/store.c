@@ -26,6 +26,8 @@ extern const char ttb_lua_transition[];
 extern const size_t ttb_lua_transition_len;
 extern const char ttb_lua_bulk[];
 extern const size_t ttb_lua_bulk_len;
+extern const char ttb_lua_idem[];
+extern const size_t ttb_lua_idem_len;
 
 struct ttb_store {
     redisContext *ctx;
@@ -167,6 +169,7 @@ static const char *script_source(ttb_script_t script, size_t *len) {
     case TTB_SCRIPT_SPAWN: *len = ttb_lua_spawn_len; return ttb_lua_spawn;
     case TTB_SCRIPT_TRANSITION: *len = ttb_lua_transition_len; return ttb_lua_transition;
     case TTB_SCRIPT_BULK: *len = ttb_lua_bulk_len; return ttb_lua_bulk;
+    case TTB_SCRIPT_IDEM: *len = ttb_lua_idem_len; return ttb_lua_idem;
     default: *len = 0; return NULL;
     }
 }
@@ -336,10 +339,5 @@ size_t ttb_key_agent_pattern(char *buf, const char *town) {
 size_t ttb_key_task_pattern(char *buf, const char *town) {
     return KEY(buf, "tt:%s:task:*", town);
 }
-size_t ttb_key_command(char *buf, const char *town, const char *command_id) {
-    return KEY(buf, "ttb:%s:cmd:%s", town, command_id);
-}
-size_t ttb_key_wait(char *buf, const char *town, const char *command_id) {
-    return KEY(buf, "ttb:%s:wait:%s", town, command_id);
-}
+size_t ttb_key_waits(char *buf, const char *town) { return KEY(buf, "ttb:%s:waits", town); }
 size_t ttb_key_observed(char *buf, const char *town) { return KEY(buf, "ttb:%s:observed", town); }

@@ -36,6 +36,7 @@ typedef enum ttb_script {
     TTB_SCRIPT_SPAWN = 0,
     TTB_SCRIPT_TRANSITION,
     TTB_SCRIPT_BULK,
+    TTB_SCRIPT_IDEM,
     TTB_SCRIPT__COUNT
 } ttb_script_t;
 
@@ -116,9 +117,14 @@ size_t ttb_key_agent_events(char *buf, const char *town, const char *id);
 size_t ttb_key_agent_pattern(char *buf, const char *town);
 size_t ttb_key_task_pattern(char *buf, const char *town);
 
-/** The bridge's own keys, outside tinytown's `tt:` namespace. */
-size_t ttb_key_command(char *buf, const char *town, const char *command_id);
-size_t ttb_key_wait(char *buf, const char *town, const char *command_id);
+/**
+ * The bridge's own keys, outside tinytown's `tt:` namespace, a handful per
+ * town (never one per command: SCAN walks every key of the database).
+ * Idempotency records are fields of `ttb:{town}:cmds:{bucket}` hashes,
+ * written and read by the scripts; pending waits' deadlines are fields of
+ * `ttb:{town}:waits`.
+ */
+size_t ttb_key_waits(char *buf, const char *town);
 size_t ttb_key_observed(char *buf, const char *town);
 
 #endif

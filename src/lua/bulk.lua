@@ -1,12 +1,13 @@
 -- SPDX-License-Identifier: MIT
 -- Town-wide changes over agents the bridge listed: stop_all and prune.
--- ARGV: town, command key, ttl seconds, op ("stop_all" or "prune"), all ("1"/"0"),
+-- ARGV: town, command id, idempotency spec, op ("stop_all" or "prune"), all ("1"/"0"),
 --       time (JSON form), then candidate agent ids.
 -- Each candidate's state is re-read here, so an agent that changed since the
 -- listing is judged by what it is now.
-local town, cmdkey, ttl, op, all, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1', ARGV[6]
+local town, cmd_id, spec, op, all, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1', ARGV[6]
 
-local prev = redis.call('GET', cmdkey)
+local idem = idem_spec(town, cmd_id, spec)
+local prev = idem_get(idem)
 if prev then return prev end
 
 local done = {}
@@ -32,4 +33,4 @@ for i = 7, #ARGV do
   end
 end
 
-return finish(cmdkey, ttl, op, 'ok', '', ts, done)
+return finish(idem, op, 'ok', '', ts, done)

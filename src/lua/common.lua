@@ -10,6 +10,8 @@
 --
 -- Every script starts by looking up its command's idempotency record and,
 -- if one exists, returns it untouched: a redelivered command changes nothing.
+-- Every script takes the same three leading arguments: town, command id and
+-- the idempotency bucket spec (see idem_spec below).
 -- Otherwise it checks, writes, and stores its outcome as a "payload" (a list
 -- of netstrings) from which the bridge renders the result record; the same
 -- payload always renders to the same bytes.
@@ -127,8 +129,37 @@ local function payload(op, code, msg, ts, agents)
   return table.concat(t)
 end
 
-local function finish(cmdkey, ttl, op, code, msg, ts, agents)
+-- Idempotency records live in a few hashes per town, one per time bucket
+-- (`ttb:{town}:cmds:{bucket}`, field = command id), never as a key per
+-- command: a town's SCAN walks every key of the database, and a week of
+-- command ids as keys would make every listing crawl. The bridge passes the
+-- current bucket, how many buckets the retention spans and when the current
+-- one expires, as "bucket n expire_at" (time is an argument, as ever).
+local function idem_spec(town, id, spec)
+  local b, n, exp = string.match(spec, '^(%d+) (%d+) (%d+)$')
+  return { town = town, id = id, bucket = tonumber(b), n = tonumber(n), expire = exp }
+end
+
+local function idem_key(idem, bucket)
+  return 'ttb:' .. idem.town .. ':cmds:' .. string.format('%d', bucket)
+end
+
+local function idem_get(idem)
+  for b = idem.bucket, idem.bucket - idem.n + 1, -1 do
+    local v = redis.call('HGET', idem_key(idem, b), idem.id)
+    if v then return v end
+  end
+  return nil
+end
+
+local function idem_put(idem, value)
+  local key = idem_key(idem, idem.bucket)
+  redis.call('HSET', key, idem.id, value)
+  redis.call('EXPIREAT', key, idem.expire)
+end
+
+local function finish(idem, op, code, msg, ts, agents)
   local p = payload(op, code, msg, ts, agents)
-  redis.call('SET', cmdkey, p, 'EX', ttl)
+  idem_put(idem, p)
   return p
 end

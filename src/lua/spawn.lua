@@ -1,17 +1,18 @@
 -- SPDX-License-Identifier: MIT
 -- Create one agent.
--- ARGV: town, command key, ttl seconds, time (JSON form), new id, parent id or "",
+-- ARGV: town, command id, idempotency spec, time (JSON form), new id, parent id or "",
 --       name, spawn mode, n, n candidate ids (agents the bridge saw with the
 --       same name), then the hash's field/value pairs.
-local town, cmdkey, ttl, ts, id, parent, name, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local town, cmd_id, spec, ts, id, parent, name, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local ncand = tonumber(ARGV[9])
 local op = 'spawn'
 
-local prev = redis.call('GET', cmdkey)
+local idem = idem_spec(town, cmd_id, spec)
+local prev = idem_get(idem)
 if prev then return prev end
 
 if parent ~= '' and redis.call('EXISTS', tkey(town, 'agent', parent)) == 0 then
-  return finish(cmdkey, ttl, op, 'agent_not_found', 'parent agent ' .. parent .. ' not found', ts, {})
+  return finish(idem, op, 'agent_not_found', 'parent agent ' .. parent .. ' not found', ts, {})
 end
 
 -- A name stays unambiguous while its holder is alive: the candidates' state
@@ -21,7 +22,7 @@ for i = 1, ncand do
   local cid = ARGV[9 + i]
   local found = redis.call('HMGET', tkey(town, 'agent', cid), 'name', 'state')
   if found[1] and string.lower(found[1]) == lname and not TERMINAL[norm_state(found[2])] then
-    return finish(cmdkey, ttl, op, 'name_conflict',
+    return finish(idem, op, 'name_conflict',
                   'agent ' .. found[1] .. ' (' .. string.sub(cid, 1, 4) .. ') is ' ..
                   STATE_TITLE[norm_state(found[2])] .. '; choose another name or stop it first', ts, {})
   end
@@ -29,7 +30,7 @@ end
 
 local akey = tkey(town, 'agent', id)
 if redis.call('EXISTS', akey) == 1 then
-  return finish(cmdkey, ttl, op, 'internal', 'agent id ' .. id .. ' already exists', ts, {})
+  return finish(idem, op, 'internal', 'agent id ' .. id .. ' already exists', ts, {})
 end
 local fields = {}
 for i = 10 + ncand, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -41,4 +42,4 @@ emit(town, { type = 'agent_spawned', agent_id = id, new = 'Starting', message = 
              ts = ts, parent = ev_parent, spawn_mode = mode })
 observe(town, id, 'starting')
 
-return finish(cmdkey, ttl, op, 'ok', '', ts, { redis.call('HGETALL', akey) })
+return finish(idem, op, 'ok', '', ts, { redis.call('HGETALL', akey) })

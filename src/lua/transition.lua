@@ -1,14 +1,15 @@
 -- SPDX-License-Identifier: MIT
 -- One agent's state change: kill, restart, interrupt, resume or close.
--- ARGV: town, command key, ttl seconds, op, agent id, time (hash form), time (JSON form)
-local town, cmdkey, ttl, op, id, ts_hash, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+-- ARGV: town, command id, idempotency spec, op, agent id, time (hash form), time (JSON form)
+local town, cmd_id, spec, op, id, ts_hash, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 
-local prev = redis.call('GET', cmdkey)
+local idem = idem_spec(town, cmd_id, spec)
+local prev = idem_get(idem)
 if prev then return prev end
 
 local akey = tkey(town, 'agent', id)
 if redis.call('EXISTS', akey) == 0 then
-  return finish(cmdkey, ttl, op, 'agent_not_found', 'agent ' .. id .. ' not found', ts, {})
+  return finish(idem, op, 'agent_not_found', 'agent ' .. id .. ' not found', ts, {})
 end
 local state = norm_state(redis.call('HGET', akey, 'state'))
 local name = redis.call('HGET', akey, 'name') or id
@@ -24,7 +25,7 @@ elseif op == 'restart' then
   observe(town, id, 'idle')
 elseif op == 'interrupt' then
   if TERMINAL[state] then
-    return finish(cmdkey, ttl, op, 'invalid_state',
+    return finish(idem, op, 'invalid_state',
                   'agent ' .. name .. ' is ' .. old .. ' and cannot be interrupted', ts, {})
   end
   redis.call('HSET', akey, 'state', 'paused')
@@ -34,7 +35,7 @@ elseif op == 'interrupt' then
   observe(town, id, 'paused')
 elseif op == 'resume' then
   if state ~= 'paused' then
-    return finish(cmdkey, ttl, op, 'invalid_state',
+    return finish(idem, op, 'invalid_state',
                   'agent ' .. name .. ' is ' .. old .. ', not Paused', ts, {})
   end
   redis.call('HSET', akey, 'state', 'idle')
@@ -45,7 +46,7 @@ elseif op == 'resume' then
   observe(town, id, 'idle')
 elseif op == 'close' then
   if TERMINAL[state] then
-    return finish(cmdkey, ttl, op, 'invalid_state',
+    return finish(idem, op, 'invalid_state',
                   'agent ' .. name .. ' is already ' .. old, ts, {})
   end
   redis.call('HSET', akey, 'state', 'draining')
@@ -58,4 +59,4 @@ else
   return redis.error_reply('unknown transition ' .. op)
 end
 
-return finish(cmdkey, ttl, op, 'ok', '', ts, { redis.call('HGETALL', akey) })
+return finish(idem, op, 'ok', '', ts, { redis.call('HGETALL', akey) })

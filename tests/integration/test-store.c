@@ -51,7 +51,7 @@ static void test_pipeline_counts_round_trips(void **state) {
     /* Scripts survive a SCRIPT FLUSH through an explicit reload. */
     assert_int_equal(ttb_store_command(store, &r, "SCRIPT FLUSH"), 0);
     freeReplyObject(r);
-    const char *args[7] = {"x", "ttb:x:cmd:1", "60", "kill", "00000000-0000-4000-8000-000000000001",
+    const char *args[7] = {"x", "cmd-1", "0 2 60", "kill", "00000000-0000-4000-8000-000000000001",
                            "t", "t"};
     assert_int_equal(ttb_store_append_script(store, TTB_SCRIPT_TRANSITION, 0, 7, args, NULL), 0);
     assert_int_equal(ttb_store_reply(store, &r), 0);
@@ -136,8 +136,8 @@ static void test_keys(void **state) {
     assert_string_equal(buf, "tt:demo:stop:8a3f0000-0000-4000-8000-000000000000");
     ttb_key_agent_pattern(buf, "demo");
     assert_string_equal(buf, "tt:demo:agent:*");
-    ttb_key_command(buf, "demo", "c-42");
-    assert_string_equal(buf, "ttb:demo:cmd:c-42");
+    ttb_key_waits(buf, "demo");
+    assert_string_equal(buf, "ttb:demo:waits");
 }
 
 int main(void) {
