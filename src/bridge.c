@@ -325,6 +325,7 @@ static void partition_release(ttb_bridge_t *b, int32_t p) {
     }
     pt->head = pt->tail = NULL;
     pt->active = false;
+    pt->stored = pt->next_offset = -1; /* a later owner starts where the group says */
     ttb_metrics.in_flight = b->in_flight;
     if ((size_t)p < TTB_METRICS_MAX_PARTITIONS) ttb_metrics.consumer_lag[p] = -1;
 }
