@@ -47,7 +47,6 @@ typedef struct record {
 typedef struct partition {
     bool active;
     record_t *head, *tail;
-    int64_t stored;      /* last offset stored, -1 none */
     int64_t next_offset; /* offset after the last record taken, -1 none yet */
 } partition_t;
 
@@ -120,7 +119,6 @@ static partition_t *partition_get(ttb_bridge_t *b, int32_t p) {
         if (!np) return NULL;
         for (size_t i = b->nparts; i < n; i++) {
             memset(&np[i], 0, sizeof(np[i]));
-            np[i].stored = -1;
             np[i].next_offset = -1;
         }
         b->parts = np;
@@ -291,7 +289,6 @@ static void store_offsets(ttb_bridge_t *b) {
         if (!list) list = rd_kafka_topic_partition_list_new(8);
         rd_kafka_topic_partition_list_add(list, b->config->commands_topic, (int32_t)p)->offset =
             next;
-        pt->stored = next;
     }
     if (!list) return;
     rd_kafka_resp_err_t err = rd_kafka_offsets_store(b->consumer, list);
@@ -325,7 +322,7 @@ static void partition_release(ttb_bridge_t *b, int32_t p) {
     }
     pt->head = pt->tail = NULL;
     pt->active = false;
-    pt->stored = pt->next_offset = -1; /* a later owner starts where the group says */
+    pt->next_offset = -1; /* a later owner starts where the group says */
     ttb_metrics.in_flight = b->in_flight;
     if ((size_t)p < TTB_METRICS_MAX_PARTITIONS) ttb_metrics.consumer_lag[p] = -1;
 }
