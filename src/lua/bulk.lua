@@ -28,6 +28,10 @@ for i = 7, #ARGV do
       emit(town, { type = 'agent_state_changed', agent_id = id, old = STATE_TITLE[state],
                    new = 'Removed', message = 'Agent removed', ts = ts })
       observe(town, id, nil)
+      local lname = string.lower(hash_get(h, 'name') or '')
+      if redis.call('HGET', 'ttb:' .. town .. ':names', lname) == id then
+        redis.call('HDEL', 'ttb:' .. town .. ':names', lname)
+      end
       done[#done + 1] = h
     end
   end

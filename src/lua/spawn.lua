@@ -15,11 +15,18 @@ if parent ~= '' and redis.call('EXISTS', tkey(town, 'agent', parent)) == 0 then
   return finish(idem, op, 'agent_not_found', 'parent agent ' .. parent .. ' not found', ts, {})
 end
 
--- A name stays unambiguous while its holder is alive: the candidates' state
--- is re-read here, atomically, since it may have changed since the bridge looked.
+-- A name stays unambiguous while its holder is alive. The candidates are the
+-- agents the bridge saw with this name, plus the holder recorded in the
+-- town's name index by the last spawn through any bridge (which closes the
+-- race of two bridges spawning one name at once); each is re-read here,
+-- atomically, since it may have changed since anyone looked.
 local lname = string.lower(name)
-for i = 1, ncand do
-  local cid = ARGV[9 + i]
+local names = 'ttb:' .. town .. ':names'
+local candidates = {}
+for i = 1, ncand do candidates[#candidates + 1] = ARGV[9 + i] end
+local holder = redis.call('HGET', names, lname)
+if holder then candidates[#candidates + 1] = holder end
+for _, cid in ipairs(candidates) do
   local found = redis.call('HMGET', tkey(town, 'agent', cid), 'name', 'state')
   if found[1] and string.lower(found[1]) == lname and not TERMINAL[norm_state(found[2])] then
     return finish(idem, op, 'name_conflict',
@@ -35,6 +42,7 @@ end
 local fields = {}
 for i = 10 + ncand, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', akey, unpack(fields))
+redis.call('HSET', names, lname, id)
 
 local ev_parent = nil
 if parent ~= '' then ev_parent = parent end

@@ -937,6 +937,56 @@ static void test_racing_clients_keep_a_legal_history(void **state) {
     free(final);
 }
 
+/* Two bridges spawning the same names at the same moment: each name is
+ * granted once, however the two interleave. */
+static int spawn_oks[2];
+
+static void *spawn_race(void *arg) {
+    int which = *(int *)arg;
+    ttb_store_t *s = new_store();
+    ttb_service_config_t cfg = {.redis_url_redacted = ""};
+    ttb_service_t *sv = ttb_service_new(s, &cfg);
+    for (int i = 0; i < 100; i++) {
+        char json[256], err[128];
+        ttb_command_t cmd;
+        ttb_outcome_t out;
+        snprintf(json, sizeof(json),
+                 "{\"id\":\"s%d-%d\",\"op\":\"spawn\",\"args\":{\"name\":\"same-%d\"}}",
+                 which, i, i);
+        if (ttb_command_parse(json, strlen(json), &policy, &cmd, err, sizeof(err))) abort();
+        if (ttb_service_execute(sv, &cmd, 1, &out)) abort();
+        if (out.code == TTB_CODE_OK) spawn_oks[which]++;
+        else if (out.code != TTB_CODE_NAME_CONFLICT) abort();
+        ttb_outcome_clear(&out);
+        ttb_command_clear(&cmd);
+    }
+    ttb_service_free(sv);
+    ttb_store_free(s);
+    return NULL;
+}
+
+static void test_racing_spawns_grant_each_name_once(void **state) {
+    (void)state;
+    int a = 0, b = 1;
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, spawn_race, &a);
+    pthread_create(&tb, NULL, spawn_race, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(spawn_oks[0] + spawn_oks[1], 100);
+    run_t *r = execf("list", "%s", "");
+    assert_int_equal(json_array_size(res(r, "agents")), 100);
+    run_free(r);
+    /* Pruned names are free again. */
+    r = execf("prune", "\"all\":true");
+    assert_int_equal(json_array_size(res(r, "removed")), 100);
+    run_free(r);
+    assert_int_equal(Rint("HLEN ttb:demo:names"), 0);
+    r = execf("spawn", "\"name\":\"same-1\"");
+    assert_ok(r);
+    run_free(r);
+}
+
 static void test_reads_agents_tinytown_wrote(void **state) {
     (void)state;
     const char *id = "0a0b0c0d-1111-4222-8333-444455556666";
@@ -1037,6 +1087,7 @@ int main(void) {
         cmocka_unit_test_setup(test_event_streams_are_trimmed, flush),
         cmocka_unit_test_setup(test_list_10000_agents_in_few_round_trips, flush),
         cmocka_unit_test_setup(test_racing_clients_keep_a_legal_history, flush),
+        cmocka_unit_test_setup(test_racing_spawns_grant_each_name_once, flush),
         cmocka_unit_test_setup(test_reads_agents_tinytown_wrote, flush),
         cmocka_unit_test_setup(test_noscript_is_recovered, flush),
         cmocka_unit_test_setup(test_redis_outage_is_an_io_error_not_an_answer, flush),
