@@ -262,8 +262,22 @@ def test_sigterm_during_load_exits_cleanly():
         assert b.wait(30) == 0
         assert time.time() - started < 15
         assert "stopped" in b.log_text()
-        s.bridge()
+        second = s.bridge()
         _check_exactly_once(s, ids, "term")
+        # A graceful stop committed everything it answered: nothing comes back.
+        assert "replayed=true" not in second.log_text()
+
+
+def test_sigterm_with_kafka_gone_still_stops_within_the_bound():
+    with Stack() as s:
+        b = s.bridge(extra=["--set", "bridge.shutdown_timeout_ms=3000"])
+        ok(s.call("list"))
+        s.kafka.stop()
+        started = time.time()
+        b.signal(signal.SIGTERM)
+        assert b.wait(30) == 0
+        assert time.time() - started < 10, time.time() - started
+        assert "left the consumer group without saying goodbye" in b.log_text()
 
 
 def test_two_bridges_share_partitions_and_keep_per_agent_order():
