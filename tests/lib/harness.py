@@ -82,7 +82,7 @@ def _ping(port):
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded here, not in the forked child
 
 
-def _pdeathsig_preexec(parent_pid):
+def pdeathsig_preexec(parent_pid):
     # Runs in the child between fork and exec: the server gets SIGTERM when
     # the thread that started it dies, however the test dies. The getppid
     # check covers a parent that died before prctl ran.
@@ -170,7 +170,7 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 close_fds=True, cwd=self.dir,
-                preexec_fn=_pdeathsig_preexec(os.getpid()) if self.die_with_parent else None)
+                preexec_fn=pdeathsig_preexec(os.getpid()) if self.die_with_parent else None)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             code = self.proc.poll()

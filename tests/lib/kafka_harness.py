@@ -17,7 +17,6 @@ Set TTB_KEEP_KAFKA=1 to keep the broker's stderr log files for debugging.
 """
 
 import atexit
-import ctypes
 import os
 import select
 import signal
@@ -28,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from harness import pdeathsig_preexec
+
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 INJECT_TIMEOUT = 10.0
@@ -36,8 +37,6 @@ FETCH_MAX_WAIT_MS = 10
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 1000
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)  # loaded here, not in the forked child
 _live_brokers = set()
 
 
@@ -53,16 +52,6 @@ def broker_path(path=None):
     if not build:
         raise KafkaBrokerError("set TTB_BUILD_DIR (or pass path=) to find ttb-broker")
     return os.path.join(build, "tools", "ttb-broker")
-
-
-def _pdeathsig_preexec(parent_pid):
-    # Between fork and exec: SIGTERM the broker when the thread that started
-    # it dies. The getppid check covers a parent that died before prctl ran.
-    def preexec():
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(127)
-    return preexec
 
 
 class KafkaBroker:
@@ -127,7 +116,7 @@ class KafkaBroker:
                 self.proc = subprocess.Popen(
                     self.argv(), stdin=subprocess.PIPE if self.control else subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=log, bufsize=0, close_fds=True,
-                    preexec_fn=_pdeathsig_preexec(os.getpid()))
+                    preexec_fn=pdeathsig_preexec(os.getpid()))
             line = self.readline(START_TIMEOUT)
             if line is None or not line.startswith("bootstrap="):
                 raise KafkaBrokerError("ttb-broker did not report ready (got %r); log:\n%s"
