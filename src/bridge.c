@@ -730,8 +730,14 @@ static void close_consumer(ttb_bridge_t *b, uint64_t deadline_us) {
         ttb_log_warn("consumer close failed", "error", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     } else {
-        while (!rd_kafka_consumer_closed(b->consumer) && now_us() < deadline_us)
-            rd_kafka_queue_poll_callback(q, 100);
+        /* Served as events: the rebalance callback still runs, and records
+         * fetched meanwhile come back as events we drop (their offsets are
+         * not stored, so they go to the next owner). queue_poll_callback
+         * would abort on them inside librdkafka. */
+        while (!rd_kafka_consumer_closed(b->consumer) && now_us() < deadline_us) {
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+            if (ev) rd_kafka_event_destroy(ev);
+        }
     }
     bool closed = rd_kafka_consumer_closed(b->consumer);
     rd_kafka_queue_destroy(q);
