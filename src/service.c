@@ -132,6 +132,8 @@ typedef struct town_view {
     size_t nagents, capagents;
     ttb_task_t *tasks;
     size_t ntasks, captasks;
+    ttb_agent_t *flat; /* shallow copies of agents[].agent, for ttb_agent_resolve */
+    size_t nflat, capflat;
 } town_view_t;
 
 static void view_clear(town_view_t *v) {
@@ -142,6 +144,7 @@ static void view_clear(town_view_t *v) {
     free(v->agents);
     for (size_t i = 0; i < v->ntasks; i++) ttb_task_clear(&v->tasks[i]);
     free(v->tasks);
+    free(v->flat);
     memset(v, 0, sizeof(*v));
 }
 
@@ -587,14 +590,17 @@ static town_view_t *round_view(round_t *r, const char *town) {
 static int resolve(const ttb_command_t *cmd, const char *ref, town_view_t *v,
                    char id[TTB_UUID_BUFSZ], ttb_outcome_t *out) {
     if (ref_is_uuid(ref, id)) return 1;
-    /* The directory holds listed_t; resolve over a plain agent array view. */
-    ttb_agent_t *agents = malloc(sizeof(*agents) * (v->nagents ? v->nagents : 1));
-    if (!agents) return TTB_ERR_NOMEM;
-    for (size_t i = 0; i < v->nagents; i++) agents[i] = v->agents[i].agent;
+    /* The directory holds listed_t; resolution wants a plain agent array.
+     * It is built once per round and only extended when a spawn of the
+     * round adds an agent (the directory only grows within a round). */
+    if (v->nflat < v->nagents) {
+        if (grow((void **)&v->flat, &v->capflat, v->nagents, sizeof(*v->flat)))
+            return TTB_ERR_NOMEM;
+        for (; v->nflat < v->nagents; v->nflat++) v->flat[v->nflat] = v->agents[v->nflat].agent;
+    }
     char err[512];
     size_t idx = 0;
-    ttb_code_t code = ttb_agent_resolve(agents, v->nagents, ref, &idx, err, sizeof(err));
-    free(agents);
+    ttb_code_t code = ttb_agent_resolve(v->flat, v->nagents, ref, &idx, err, sizeof(err));
     if (code == TTB_CODE_OK) {
         memcpy(id, v->agents[idx].agent.id, TTB_UUID_BUFSZ);
         return 1;
