@@ -36,6 +36,14 @@ static int64_t floor_div(int64_t a, int64_t b) {
     return q;
 }
 
+/* The remainder that goes with floor_div(), in [0, b) for b > 0. Computed
+ * with %, not as a - q * b, which overflows near the ends of int64. */
+static int64_t floor_mod(int64_t a, int64_t b) {
+    int64_t r = a % b;
+    if (r != 0 && ((r < 0) != (b < 0))) r += b;
+    return r;
+}
+
 /* Days from 1970-01-01 to y-m-d (proleptic Gregorian; any year). */
 static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
     y -= m <= 2;
@@ -82,8 +90,17 @@ static int two_digits(const char *s) {
 static ttb_time_t normalise(ttb_time_t t) {
     if (t.nsec < 0 || t.nsec >= NSEC_PER_SEC) {
         int64_t carry = floor_div(t.nsec, NSEC_PER_SEC);
-        t.sec += carry;
-        t.nsec = (int32_t)(t.nsec - carry * NSEC_PER_SEC);
+        t.nsec = (int32_t)floor_mod(t.nsec, NSEC_PER_SEC);
+        /* At the ends of the range, saturate instead of overflowing. */
+        if (carry > 0 && t.sec > INT64_MAX - carry) {
+            t.sec = INT64_MAX;
+            t.nsec = NSEC_PER_SEC - 1;
+        } else if (carry < 0 && t.sec < INT64_MIN - carry) {
+            t.sec = INT64_MIN;
+            t.nsec = 0;
+        } else {
+            t.sec += carry;
+        }
     }
     return t;
 }
@@ -166,7 +183,7 @@ int ttb_time_parse(const char *s, size_t len, ttb_time_t *out) {
 static size_t format_utc(ttb_time_t t, char buf[TTB_TIME_BUFSZ], const char *suffix) {
     t = normalise(t);
     int64_t days = floor_div(t.sec, SEC_PER_DAY);
-    int64_t secs = t.sec - days * SEC_PER_DAY;
+    int64_t secs = floor_mod(t.sec, SEC_PER_DAY);
     int64_t year;
     unsigned month, day;
     civil_from_days(days, &year, &month, &day);
@@ -179,7 +196,7 @@ static size_t format_utc(ttb_time_t t, char buf[TTB_TIME_BUFSZ], const char *suf
         snprintf(ybuf, sizeof ybuf, "%+05" PRId64, year);
     }
 
-    char frac[11] = "";
+    char frac[16] = ""; /* ".123456789" needs 11; the rest quiets -Wformat-truncation */
     int32_t ns = t.nsec;
     if (ns == 0) {
         /* no fraction */
@@ -236,7 +253,6 @@ int64_t ttb_time_to_ms(ttb_time_t t) {
 }
 
 ttb_time_t ttb_time_from_ms(int64_t ms) {
-    int64_t sec = floor_div(ms, 1000);
-    ttb_time_t t = {sec, (int32_t)((ms - sec * 1000) * 1000000)};
+    ttb_time_t t = {floor_div(ms, 1000), (int32_t)(floor_mod(ms, 1000) * 1000000)};
     return t;
 }
