@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tinytown_bridge/clock.h"
 #include "tinytown_bridge/kafka.h"
 #include "tinytown_bridge/log.h"
 #include "tinytown_bridge/metrics.h"
@@ -70,25 +71,30 @@ struct ttb_bridge {
     bool paused;         /* partitions paused (backpressure, Redis down, stopping) */
     bool redis_down;
     uint64_t redis_down_since_us;
-    uint64_t next_redis_try_us;
-    int backoff_ms;
+    ttb_backoff_t redis_backoff;
+    char probe_error[256];
     uint64_t next_wait_check_us;
     uint64_t next_health_us;
     uint64_t next_lag_us;
     uint64_t next_summary_us;
     uint64_t summary_commands, summary_errors;
     bool consumer_closed;
+    uint64_t stop_deadline_us; /* while stopping: everything done by then */
+    void (*on_stop)(void *);
+    void *on_stop_arg;
     int fatal;
     char fatal_msg[512];
 };
 
-static uint64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
+static uint64_t now_us(void) { return ttb_clock_us(); }
 
 static int64_t wall_ms(void) { return ttb_time_to_ms(ttb_time_now()); }
+
+/* Milliseconds until @p deadline_us (monotonic), 0 once passed. */
+static int ms_left(uint64_t deadline_us) {
+    uint64_t now = now_us();
+    return deadline_us > now ? (int)((deadline_us - now) / 1000u) : 0;
+}
 
 static void record_free(record_t *r) {
     if (!r) return;
@@ -355,8 +361,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         /* Let what was produced land, so its offsets can be committed now
-         * rather than redelivered to the next owner. */
-        rd_kafka_flush(b->producer, b->config->shutdown_timeout_ms);
+         * rather than redelivered to the next owner (while stopping, only
+         * for what is left of the bound). */
+        rd_kafka_flush(b->producer, b->stop_deadline_us ? ms_left(b->stop_deadline_us)
+                                                        : b->config->shutdown_timeout_ms);
         store_offsets(b);
         commit_sync(b);
         for (int i = 0; i < parts->cnt; i++) partition_release(b, parts->elems[i].partition);
@@ -391,17 +399,18 @@ static void redis_went_down(ttb_bridge_t *b) {
     if (!b->redis_down) {
         b->redis_down = true;
         b->redis_down_since_us = now_us();
-        b->backoff_ms = 100;
         ttb_metrics.redis_up = false;
-        ttb_log_warn("redis unreachable: pausing consumption", "error",
-                     ttb_store_errstr(b->store));
+        ttb_log_warn("redis unavailable: pausing consumption", "error",
+                     b->probe_error[0] ? b->probe_error : ttb_store_errstr(b->store));
     }
-    b->next_redis_try_us = now_us() + (uint64_t)b->backoff_ms * 1000u;
-    b->backoff_ms *= 2;
-    if (b->backoff_ms > b->config->redis_backoff_max_ms) b->backoff_ms = b->config->redis_backoff_max_ms;
+    b->probe_error[0] = '\0';
+    ttb_store_disconnect(b->store); /* a refusal leaves it connected; start afresh */
+    ttb_backoff_fail(&b->redis_backoff);
 }
 
 static void redis_came_back(ttb_bridge_t *b) {
+    ttb_backoff_reset(&b->redis_backoff);
+    if (!b->redis_down) return;
     uint64_t down = now_us() - b->redis_down_since_us;
     ttb_metrics.redis_outage_us += down;
     ttb_metrics.redis_reconnects++;
@@ -409,33 +418,46 @@ static void redis_came_back(ttb_bridge_t *b) {
     ttb_metrics.redis_up = true;
     char secs[32];
     snprintf(secs, sizeof(secs), "%.3f", (double)down / 1e6);
-    ttb_log_info("redis reachable again: resuming", "outage_s", secs);
+    ttb_log_info("redis available again: resuming", "outage_s", secs);
+}
+
+/* Asks Redis whether it would run a script that may write, without writing:
+ * a script with no flags is refused up front when writes are not allowed
+ * (READONLY, OOM, NOREPLICAS) and answered BUSY or LOADING when nothing is.
+ * A PING would pass in all of those. */
+static bool redis_accepts_writes(ttb_bridge_t *b) {
+    redisReply *r;
+    if (ttb_store_command(b->store, &r, "EVAL %s 0", "#!lua\nreturn 1")) return false;
+    bool ok = r->type == REDIS_REPLY_INTEGER;
+    if (!ok) /* e.g. NOPERM: the bridge cannot work with this user, and says so */
+        snprintf(b->probe_error, sizeof(b->probe_error), "redis refused a script: %.200s",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    freeReplyObject(r);
+    return ok;
 }
 
 /* Keeps Redis's state known even when no command flows: reconnects with
- * backoff while it is down, and pings it once a second while it is idle, so
- * readiness and the outage log follow reality. @returns true when connected. */
+ * backoff while it is down, and probes it once a second while it is idle, so
+ * readiness and the outage log follow reality. @returns true when usable. */
 static bool redis_tick(ttb_bridge_t *b) {
     uint64_t now = now_us();
+    bool fresh = false;
     if (!ttb_store_connected(b->store)) {
         char err[256];
-        if (now < b->next_redis_try_us) return false;
+        if (!ttb_backoff_due(&b->redis_backoff)) return false;
         if (ttb_store_connect(b->store, err, sizeof(err))) {
             redis_went_down(b);
             return false;
         }
-        if (b->redis_down) redis_came_back(b);
-        b->next_health_us = now + 1000000u;
-        return true;
+        fresh = true;
     }
-    if (now >= b->next_health_us) {
+    if (fresh || b->redis_down || now >= b->next_health_us) {
         b->next_health_us = now + 1000000u;
-        redisReply *r;
-        if (ttb_store_command(b->store, &r, "PING")) {
+        if (!redis_accepts_writes(b)) {
             redis_went_down(b);
             return false;
         }
-        freeReplyObject(r);
+        redis_came_back(b);
     }
     return true;
 }
@@ -466,7 +488,7 @@ static void apply_stalled(ttb_bridge_t *b) {
         fail_fatal(b, "applying a batch failed", ttb_err_str(rc));
         return;
     }
-    if (b->redis_down) redis_came_back(b);
+    redis_came_back(b);
     ttb_metrics.batches++;
     ttb_metrics.batch_records += n;
     for (size_t i = 0; i < n; i++) {
@@ -649,6 +671,7 @@ ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t er
     }
     b->config = config;
     ttb_config_policy(config, &b->policy);
+    ttb_backoff_init(&b->redis_backoff, 100, config->redis_backoff_max_ms);
 
     rd_kafka_conf_t *pconf = ttb_kafka_conf(config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
     if (!pconf) goto fail;
@@ -730,13 +753,19 @@ static void close_consumer(ttb_bridge_t *b, uint64_t deadline_us) {
         ttb_log_warn("consumer close failed", "error", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     } else {
-        /* Served as events: the rebalance callback still runs, and records
-         * fetched meanwhile come back as events we drop (their offsets are
-         * not stored, so they go to the next owner). queue_poll_callback
-         * would abort on them inside librdkafka. */
+        /* Served as events: records fetched meanwhile come back as events
+         * we drop (their offsets are not stored, so they go to the next
+         * owner); queue_poll_callback would abort on them inside
+         * librdkafka. */
         while (!rd_kafka_consumer_closed(b->consumer) && now_us() < deadline_us) {
             rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
-            if (ev) rd_kafka_event_destroy(ev);
+            if (!ev) continue;
+            /* The group's goodbye waits for the revocation to be answered;
+             * as an event it does not reach the callback by itself. */
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                rebalance_cb(b->consumer, rd_kafka_event_error(ev),
+                             rd_kafka_event_topic_partition_list(ev), b);
+            rd_kafka_event_destroy(ev);
         }
     }
     bool closed = rd_kafka_consumer_closed(b->consumer);
@@ -752,16 +781,34 @@ static void close_consumer(ttb_bridge_t *b, uint64_t deadline_us) {
     b->consumer_closed = true;
 }
 
+/* Starts the companions' stop (relay, capture) alongside ours. */
+static void begin_stop(ttb_bridge_t *b) {
+    b->stop_deadline_us = now_us() + (uint64_t)b->config->shutdown_timeout_ms * 1000u;
+    if (b->on_stop) b->on_stop(b->on_stop_arg);
+    b->on_stop = NULL;
+}
+
+void ttb_bridge_on_stop(ttb_bridge_t *b, void (*fn)(void *arg), void *arg) {
+    b->on_stop = fn;
+    b->on_stop_arg = arg;
+}
+
+/* Everything within one bound: Redis work first, but it must leave Kafka a
+ * third of the time (at most 3 s) to deliver the results and to leave the
+ * group, whatever state Redis is in (a hung server answers nothing). */
 static void shutdown_gracefully(ttb_bridge_t *b) {
     set_paused(b, true);
-    uint64_t deadline = now_us() + (uint64_t)b->config->shutdown_timeout_ms * 1000u;
+    uint64_t deadline = b->stop_deadline_us;
+    uint64_t reserve = (uint64_t)b->config->shutdown_timeout_ms * 1000u / 3;
+    if (reserve > 3000000u) reserve = 3000000u;
+    uint64_t redis_deadline = deadline - reserve;
+    ttb_store_set_deadline(b->store, (int64_t)(redis_deadline / 1000u));
     /* Apply what was already taken, if Redis lets us within the bound. */
-    while (b->nstalled && !b->fatal && now_us() < deadline) {
+    while (b->nstalled && !b->fatal && now_us() < redis_deadline) {
         apply_stalled(b);
         if (b->nstalled) rd_kafka_consumer_poll(b->consumer, 100);
     }
-    uint64_t left_us = deadline > now_us() ? deadline - now_us() : 0;
-    rd_kafka_flush(b->producer, (int)(left_us / 1000u));
+    rd_kafka_flush(b->producer, ms_left(deadline - reserve / 2));
     /* Leaving the group commits the stored offsets (auto-commit is on), within
      * the same deadline; a synchronous commit here could wait unbounded. */
     store_offsets(b);
@@ -769,7 +816,7 @@ static void shutdown_gracefully(ttb_bridge_t *b) {
     snprintf(waits, sizeof(waits), "%zu", b->nwaits);
     snprintf(stalled, sizeof(stalled), "%zu", b->nstalled);
     snprintf(unacked, sizeof(unacked), "%d", rd_kafka_outq_len(b->producer));
-    close_consumer(b, deadline > now_us() + 1000000u ? deadline : now_us() + 1000000u);
+    close_consumer(b, deadline);
     ttb_log_info("stopped", "pending_waits_left", waits, "unapplied_left", stalled,
                  "unacknowledged_left", unacked);
 }
@@ -832,10 +879,11 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
             (void)fatal;
         }
     }
+    begin_stop(b);
     if (b->fatal) {
         /* Do not commit anything more: what is not acknowledged comes back. */
         ttb_log_error("stopping after a fatal error", "error", b->fatal_msg);
-        close_consumer(b, now_us() + (uint64_t)b->config->shutdown_timeout_ms * 1000u);
+        close_consumer(b, b->stop_deadline_us);
         return b->fatal;
     }
     ttb_log_info("stopping", "reason", "signal");

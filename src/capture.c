@@ -38,6 +38,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "tinytown_bridge/clock.h"
 #include "tinytown_bridge/error.h"
 #include "tinytown_bridge/log.h"
 #include "tinytown_bridge/metrics.h"
@@ -85,8 +86,7 @@ struct ttb_capture {
     char sha[41];
     unsigned scan_count;
     int reconcile_ms;
-    int backoff_ms;
-    int backoff_max_ms;
+    ttb_backoff_t backoff;
     int64_t next_reconcile_ms;
     bool redis_down_logged;
     bool notify_warned;
@@ -95,16 +95,10 @@ struct ttb_capture {
     atomic_bool stop;
 };
 
-static int64_t capture_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void capture_sleep(ttb_capture_t *cap, int ms) {
-    int64_t until = capture_now_ms() + ms;
+    int64_t until = ttb_clock_ms() + ms;
     while (!atomic_load(&cap->stop)) {
-        int64_t left = until - capture_now_ms();
+        int64_t left = until - ttb_clock_ms();
         if (left <= 0) break;
         if (left > CAPTURE_TICK_MS) left = CAPTURE_TICK_MS;
         struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)left * 1000000L};
@@ -364,7 +358,7 @@ static int capture_reconcile(ttb_capture_t *cap) {
         }
         if (rc) return rc;
     }
-    cap->next_reconcile_ms = capture_now_ms() + cap->reconcile_ms;
+    cap->next_reconcile_ms = ttb_clock_ms() + cap->reconcile_ms;
     return 0;
 }
 
@@ -482,7 +476,7 @@ static bool capture_connect(ttb_capture_t *cap) {
     if (rc == 0) {
         if (cap->redis_down_logged) ttb_log_info("state capture reconnected to redis");
         cap->redis_down_logged = false;
-        cap->backoff_ms = 0;
+        ttb_backoff_reset(&cap->backoff); /* connecting includes a reconcile: real work */
         return true;
     }
     if (!cap->redis_down_logged)
@@ -490,8 +484,7 @@ static bool capture_connect(ttb_capture_t *cap) {
                      err[0] ? err : ttb_store_errstr(cap->store));
     cap->redis_down_logged = true;
     capture_disconnect(cap);
-    cap->backoff_ms = cap->backoff_ms ? cap->backoff_ms * 2 : CAPTURE_BACKOFF_MIN_MS;
-    if (cap->backoff_ms > cap->backoff_max_ms) cap->backoff_ms = cap->backoff_max_ms;
+    ttb_backoff_fail(&cap->backoff);
     return false;
 }
 
@@ -582,10 +575,10 @@ static void *capture_main(void *arg) {
     ttb_capture_t *cap = arg;
     while (!atomic_load(&cap->stop)) {
         if (!cap->sub || !ttb_store_connected(cap->store)) {
-            if (!capture_connect(cap)) capture_sleep(cap, cap->backoff_ms);
+            if (!capture_connect(cap)) capture_sleep(cap, ttb_backoff_left_ms(&cap->backoff));
             continue;
         }
-        int64_t wait = cap->next_reconcile_ms - capture_now_ms();
+        int64_t wait = cap->next_reconcile_ms - ttb_clock_ms();
         if (wait > CAPTURE_TICK_MS) wait = CAPTURE_TICK_MS;
         if (wait < 0) wait = 0;
         struct pollfd pfd = {.fd = cap->sub->fd, .events = POLLIN};
@@ -607,7 +600,7 @@ static void *capture_main(void *arg) {
                 continue;
             }
         }
-        if (capture_now_ms() >= cap->next_reconcile_ms && capture_reconcile(cap)) {
+        if (ttb_clock_ms() >= cap->next_reconcile_ms && capture_reconcile(cap)) {
             capture_redis_lost(cap, ttb_store_errstr(cap->store));
             continue;
         }
@@ -630,7 +623,8 @@ ttb_capture_t *ttb_capture_new(const ttb_config_t *config, char *errstr, size_t 
     atomic_init(&cap->stop, false);
     cap->scan_count = config->scan_count ? config->scan_count : CAPTURE_DEFAULT_SCAN_COUNT;
     cap->reconcile_ms = config->reconcile_interval_ms > 0 ? config->reconcile_interval_ms : 5000;
-    cap->backoff_max_ms = config->redis_backoff_max_ms > 0 ? config->redis_backoff_max_ms : 5000;
+    ttb_backoff_init(&cap->backoff, CAPTURE_BACKOFF_MIN_MS,
+                     config->redis_backoff_max_ms > 0 ? config->redis_backoff_max_ms : 5000);
     cap->ntowns = config->ntowns;
     cap->towns = calloc(config->ntowns, sizeof(*cap->towns));
     cap->store = ttb_store_new(&config->redis);
@@ -664,6 +658,10 @@ int ttb_capture_start(ttb_capture_t *cap) {
     if (pthread_create(&cap->thread, NULL, capture_main, cap) != 0) return TTB_ERR_NOMEM;
     cap->running = true;
     return 0;
+}
+
+void ttb_capture_request_stop(ttb_capture_t *cap) {
+    if (cap) atomic_store(&cap->stop, true);
 }
 
 void ttb_capture_stop(ttb_capture_t *cap) {

@@ -191,6 +191,18 @@ static int run_apply(const ttb_config_t *cfg) {
     return status;
 }
 
+typedef struct companions {
+    ttb_relay_t *relay;
+    ttb_capture_t *capture;
+} companions_t;
+
+/* The bridge is stopping: so do the relay and capture, at the same time. */
+static void stop_companions(void *arg) {
+    companions_t *c = arg;
+    ttb_relay_request_stop(c->relay);
+    ttb_capture_request_stop(c->capture);
+}
+
 static int run_worker(const ttb_config_t *cfg) {
     char err[512];
     struct sigaction sa;
@@ -240,6 +252,8 @@ static int run_worker(const ttb_config_t *cfg) {
             return 1;
         }
     }
+    companions_t companions = {relay, capture};
+    ttb_bridge_on_stop(bridge, stop_companions, &companions);
     int rc = ttb_bridge_run(bridge, &stop_requested);
     ttb_capture_free(capture);
     ttb_relay_free(relay);

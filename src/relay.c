@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tinytown_bridge/clock.h"
 #include "tinytown_bridge/error.h"
 #include "tinytown_bridge/kafka.h"
 #include "tinytown_bridge/log.h"
@@ -105,8 +106,7 @@ typedef struct relay_town {
     uint64_t next_seq;  /* sequence number of the next message produced */
     int64_t next_acquire_ms;
     int64_t last_renew_ms;
-    int64_t retry_at_ms; /* after a delivery failure: no reads before this */
-    int backoff_ms;
+    ttb_backoff_t backoff; /* after a delivery failure: no reads before it is due */
     bool failing;       /* a delivery failure was logged and not yet recovered */
     int64_t lag;
 } relay_town_t;
@@ -135,7 +135,7 @@ struct ttb_relay {
     char sha[41];
     int lease_ms;
     int backoff_max_ms;
-    int backoff_ms;
+    ttb_backoff_t backoff; /* Redis */
     bool redis_down_logged;
     bool kafka_error_logged;
     bool stopping; /* delivery failures during the final purge are expected */
@@ -143,13 +143,9 @@ struct ttb_relay {
     pthread_t thread;
     bool running;
     atomic_bool stop;
+    _Atomic int64_t deadline_ms; /* when stopping: everything done by then */
 };
 
-static int64_t relay_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- stream ids ---------------------------------------------------------- */
 
@@ -200,14 +196,7 @@ static void relay_town_drop(ttb_relay_t *relay, relay_town_t *t, const char *why
     t->verify = false;
     t->cursor_dirty = false;
     t->lag = 0;
-    t->next_acquire_ms = relay_now_ms() + relay->lease_ms / 3;
-}
-
-/* Kafka refused: no reads of this town for a while, doubling up to the cap. */
-static void relay_town_backoff(const ttb_relay_t *relay, relay_town_t *t) {
-    t->backoff_ms = t->backoff_ms ? t->backoff_ms * 2 : RELAY_BACKOFF_MIN_MS;
-    if (t->backoff_ms > relay->backoff_max_ms) t->backoff_ms = relay->backoff_max_ms;
-    t->retry_at_ms = relay_now_ms() + t->backoff_ms;
+    t->next_acquire_ms = ttb_clock_ms() + relay->lease_ms / 3;
 }
 
 static int relay_ring_push(relay_town_t *t, relay_id_t id, int64_t ord) {
@@ -272,7 +261,7 @@ static void relay_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
             ttb_log_warn("relay delivery failed; will retry from the cursor", "town", t->name,
                          "error", rd_kafka_err2str(m->err));
         t->failing = true;
-        relay_town_backoff(relay, t);
+        ttb_backoff_fail(&t->backoff); /* Kafka refused: no reads of this town for a while */
         relay_town_rewind(t);
         return;
     }
@@ -281,7 +270,7 @@ static void relay_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         ttb_log_info("relay delivery recovered", "town", t->name);
         t->failing = false;
     }
-    t->backoff_ms = 0;
+    ttb_backoff_reset(&t->backoff);
     relay->kafka_error_logged = false;
     t->ring[(t->ring_head + idx) % t->ring_cap].acked = true;
     while (t->ring_len > 0 && t->ring[t->ring_head].acked) {
@@ -383,9 +372,9 @@ static void relay_redis_lost(ttb_relay_t *relay) {
 
 /* Waits up to @p ms, serving delivery reports, returning early on stop. */
 static void relay_sleep(ttb_relay_t *relay, int ms) {
-    int64_t until = relay_now_ms() + ms;
+    int64_t until = ttb_clock_ms() + ms;
     while (!atomic_load(&relay->stop)) {
-        int64_t left = until - relay_now_ms();
+        int64_t left = until - ttb_clock_ms();
         if (left <= 0) break;
         rd_kafka_poll(relay->rk, left > 100 ? 100 : (int)left);
     }
@@ -394,18 +383,14 @@ static void relay_sleep(ttb_relay_t *relay, int ms) {
 static bool relay_connect(ttb_relay_t *relay) {
     char err[256];
     if (ttb_store_connect(relay->store, err, sizeof(err)) == 0 && relay_load_script(relay) == 0) {
-        if (relay->redis_down_logged) ttb_log_info("relay reconnected to redis");
-        relay->redis_down_logged = false;
-        relay->backoff_ms = 0;
-        return true;
+        return true; /* the backoff is reset by a pass that works, not by a connect */
     }
     if (!relay->redis_down_logged)
         ttb_log_warn("relay cannot reach redis; retrying", "error",
                      err[0] ? err : ttb_store_errstr(relay->store));
     relay->redis_down_logged = true;
     ttb_store_disconnect(relay->store);
-    relay->backoff_ms = relay->backoff_ms ? relay->backoff_ms * 2 : RELAY_BACKOFF_MIN_MS;
-    if (relay->backoff_ms > relay->backoff_max_ms) relay->backoff_ms = relay->backoff_max_ms;
+    ttb_backoff_fail(&relay->backoff);
     return false;
 }
 
@@ -541,7 +526,7 @@ static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply 
                 ttb_log_warn("relay cannot queue events", "town", t->name, "error",
                              rd_kafka_err2str(err));
             relay->kafka_error_logged = true;
-            relay_town_backoff(relay, t);
+            ttb_backoff_fail(&t->backoff); /* Kafka refused: no reads of this town for a while */
             break;
         }
         int64_t ord = t->pos_ord >= 0 ? t->pos_ord + 1 : -1;
@@ -549,7 +534,7 @@ static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply 
             /* The message is out; without its slot its report is ignored, so
              * drop the in-flight state and resume from the cursor instead. */
             relay_town_rewind(t);
-            relay_town_backoff(relay, t);
+            ttb_backoff_fail(&t->backoff); /* Kafka refused: no reads of this town for a while */
             return produced;
         }
         t->pos = id;
@@ -568,8 +553,7 @@ static void relay_town_adopt(ttb_relay_t *relay, relay_town_t *t, const redisRep
     t->held = true;
     t->verify = false;
     t->failing = false;
-    t->backoff_ms = 0;
-    t->retry_at_ms = 0;
+    ttb_backoff_reset(&t->backoff);
     t->cursor_dirty = false;
     relay_id_t id = {0, 0};
     t->has_cursor =
@@ -653,7 +637,7 @@ static void relay_handle_reply(ttb_relay_t *relay, const relay_op_t *op, const r
 /* One pass: lease steps, cursor writes and reads for every town in one
  * pipeline. @returns entries produced, or -1 when Redis was lost. */
 static long relay_pass(ttb_relay_t *relay, bool *full_batch) {
-    int64_t now = relay_now_ms();
+    int64_t now = ttb_clock_ms();
     size_t nops = 0;
     char lease_ms[24];
     snprintf(lease_ms, sizeof(lease_ms), "%d", relay->lease_ms);
@@ -688,7 +672,7 @@ static long relay_pass(ttb_relay_t *relay, bool *full_batch) {
         /* Reads double as the lease check; with count 0 (backing off or at
          * capacity) they still keep the lease alive. */
         size_t room = RELAY_MAX_IN_FLIGHT - t->ring_len;
-        size_t count = now < t->retry_at_ms ? 0 : room < RELAY_READ_COUNT ? room : RELAY_READ_COUNT;
+        size_t count = !ttb_backoff_due(&t->backoff) ? 0 : room < RELAY_READ_COUNT ? room : RELAY_READ_COUNT;
         char pos[RELAY_ID_BUFSZ], count_s[16];
         snprintf(count_s, sizeof(count_s), "%zu", count);
         op->renew = now - t->last_renew_ms >= relay->lease_ms / 3;
@@ -723,7 +707,7 @@ static long relay_pass(ttb_relay_t *relay, bool *full_batch) {
  * timeout, so leases, cursors and the stop flag are looked after). */
 static int relay_wait(ttb_relay_t *relay) {
     const char **argv = relay->wait_argv;
-    int64_t now = relay_now_ms();
+    int64_t now = ttb_clock_ms();
     int64_t wake = now + RELAY_IDLE_BLOCK_MS;
     int argc = 0, n = 0;
     argv[argc++] = "XREAD";
@@ -735,8 +719,8 @@ static int relay_wait(ttb_relay_t *relay) {
     for (size_t i = 0; i < relay->ntowns; i++) {
         relay_town_t *t = &relay->towns[i];
         if (!t->held || t->verify) continue;
-        if (now < t->retry_at_ms) {
-            if (t->retry_at_ms < wake) wake = t->retry_at_ms;
+        if (!ttb_backoff_due(&t->backoff)) {
+            if (t->backoff.retry_at_ms < wake) wake = t->backoff.retry_at_ms;
             continue;
         }
         if (t->ring_len >= RELAY_MAX_IN_FLIGHT) continue;
@@ -774,11 +758,13 @@ static int relay_wait(ttb_relay_t *relay) {
 /* Waits for what is in flight (bounded), writes the cursors and gives the
  * leases back so another bridge can take over at once. */
 static void relay_shutdown(ttb_relay_t *relay) {
-    int timeout = relay->config->shutdown_timeout_ms > 0 ? relay->config->shutdown_timeout_ms
-                                                         : 10000;
-    int64_t deadline = relay_now_ms() + timeout;
-    while (relay_in_flight(relay) > 0 && !relay->fatal && relay_now_ms() < deadline)
+    /* What is left of the bound when we got here, less a little for the
+     * cursor and the lease: they matter more than the last acknowledgements. */
+    int64_t deadline = atomic_load(&relay->deadline_ms);
+    int64_t reserve = (deadline - ttb_clock_ms()) / 5;
+    while (relay_in_flight(relay) > 0 && !relay->fatal && ttb_clock_ms() < deadline - reserve)
         rd_kafka_poll(relay->rk, 20);
+    ttb_store_set_deadline(relay->store, deadline);
     size_t left = relay_in_flight(relay);
 
     bool any = false;
@@ -829,7 +815,7 @@ static void *relay_main(void *arg) {
             }
         }
         if (!ttb_store_connected(relay->store) && !relay_connect(relay)) {
-            relay_sleep(relay, relay->backoff_ms);
+            relay_sleep(relay, ttb_backoff_left_ms(&relay->backoff));
             continue;
         }
         rd_kafka_poll(relay->rk, 0);
@@ -837,8 +823,14 @@ static void *relay_main(void *arg) {
         long produced = relay_pass(relay, &full);
         if (produced < 0) {
             relay_redis_lost(relay);
+            ttb_store_disconnect(relay->store);
+            ttb_backoff_fail(&relay->backoff);
+            relay_sleep(relay, ttb_backoff_left_ms(&relay->backoff));
             continue;
         }
+        if (relay->redis_down_logged) ttb_log_info("relay: redis available again");
+        relay->redis_down_logged = false;
+        ttb_backoff_reset(&relay->backoff);
         if (produced > 0 || full) {
             rd_kafka_poll(relay->rk, 0);
             continue;
@@ -860,11 +852,15 @@ ttb_relay_t *ttb_relay_new(const ttb_config_t *config, char *errstr, size_t errs
     if (!relay) goto nomem;
     relay->config = config;
     atomic_init(&relay->stop, false);
+    atomic_init(&relay->deadline_ms, 0);
     relay->lease_ms = config->relay_lease_ms > 0 ? config->relay_lease_ms : 10000;
     if (relay->lease_ms < RELAY_MIN_LEASE_MS) relay->lease_ms = RELAY_MIN_LEASE_MS;
     relay->backoff_max_ms = config->redis_backoff_max_ms > 0 ? config->redis_backoff_max_ms : 5000;
     relay->ntowns = config->ntowns;
     relay->towns = calloc(config->ntowns, sizeof(*relay->towns));
+    ttb_backoff_init(&relay->backoff, RELAY_BACKOFF_MIN_MS, relay->backoff_max_ms);
+    for (size_t i = 0; relay->towns && i < config->ntowns; i++)
+        ttb_backoff_init(&relay->towns[i].backoff, RELAY_BACKOFF_MIN_MS, relay->backoff_max_ms);
     relay->ops = calloc(2 * config->ntowns + 1, sizeof(*relay->ops));
     relay->wait_argv = calloc(6 + 2 * config->ntowns, sizeof(*relay->wait_argv));
     relay->wait_pos = calloc(config->ntowns, sizeof(*relay->wait_pos));
@@ -886,7 +882,7 @@ ttb_relay_t *ttb_relay_new(const ttb_config_t *config, char *errstr, size_t errs
     host[sizeof(host) - 1] = '\0';
     uint32_t rnd = 0;
     if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-        rnd = (uint32_t)relay_now_ms() ^ (uint32_t)getpid();
+        rnd = (uint32_t)ttb_clock_ms() ^ (uint32_t)getpid();
     snprintf(relay->instance, sizeof(relay->instance), "%s:%ld:%08x", host, (long)getpid(), rnd);
 
     relay->rk = relay_producer_new(relay, errstr, errstr_size);
@@ -909,9 +905,17 @@ int ttb_relay_start(ttb_relay_t *relay) {
     return 0;
 }
 
+void ttb_relay_request_stop(ttb_relay_t *relay) {
+    if (!relay || atomic_load(&relay->stop)) return;
+    int timeout = relay->config->shutdown_timeout_ms > 0 ? relay->config->shutdown_timeout_ms
+                                                         : 10000;
+    atomic_store(&relay->deadline_ms, ttb_clock_ms() + timeout);
+    atomic_store(&relay->stop, true);
+}
+
 void ttb_relay_stop(ttb_relay_t *relay) {
     if (!relay || !relay->running) return;
-    atomic_store(&relay->stop, true);
+    ttb_relay_request_stop(relay);
     pthread_join(relay->thread, NULL);
     relay->running = false;
 }

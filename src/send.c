@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tinytown_bridge/clock.h"
 #include "tinytown_bridge/command.h"
 #include "tinytown_bridge/kafka.h"
 #include "tinytown_bridge/uuid.h"
@@ -57,14 +58,8 @@ typedef struct send_state {
     char last_error[512]; /* the latest client error, to explain a timeout */
 } send_state_t;
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int remaining_ms(int64_t deadline, int cap) {
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - ttb_clock_ms();
     if (left <= 0) return 0;
     return left < cap ? (int)left : cap;
 }
@@ -433,7 +428,7 @@ int ttb_send_main(const ttb_config_t *config, int argc, char **argv) {
         rc = SEND_EXIT_USAGE;
         goto out;
     }
-    int64_t deadline = now_ms() + o.timeout_ms;
+    int64_t deadline = ttb_clock_ms() + o.timeout_ms;
 
     char fresh[4 + TTB_UUID_BUFSZ];
     const char *id = o.id;

@@ -509,9 +509,16 @@ static int render_payload(const ttb_command_t *cmd, const char *p, size_t plen,
     return rc;
 }
 
-/* An idempotency record: "P" + payload from a script, or "R" + the record bytes. */
+/* An idempotency record: "P" + payload from a script, or "R" + the record
+ * bytes; or "E" + why the town's records cannot be kept (see idem.lua). */
 static int outcome_from_stored(const ttb_command_t *cmd, const char *s, size_t len,
                                ttb_outcome_t *out) {
+    if (len >= 1 && s[0] == 'E') {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "cannot keep this command's record: %.*s",
+                 (int)(len - 1 < 200 ? len - 1 : 200), s + 1);
+        return render_error(cmd, TTB_CODE_INTERNAL, msg, out);
+    }
     if (len >= 1 && s[0] == 'R') {
         out->record = malloc(len);
         if (!out->record) return TTB_ERR_NOMEM;
@@ -528,7 +535,16 @@ static int outcome_from_stored(const ttb_command_t *cmd, const char *s, size_t l
         json_decref(doc);
         return 0;
     }
-    return render_payload(cmd, s, len, out);
+    int rc = render_payload(cmd, s, len, out);
+    if (rc == 0 || rc == TTB_ERR_NOMEM) return rc;
+    /* Data no reader of tinytown's could make sense of (an agent hash that
+     * lost its id, say) is this command's problem alone: it gets an error
+     * result, the batch goes on. */
+    ttb_outcome_clear(out);
+    ttb_log_error("stored outcome unreadable", "id", cmd->id, "op", ttb_op_name(cmd->op),
+                  "error", ttb_err_str(rc));
+    return render_error(cmd, TTB_CODE_INTERNAL,
+                        "the outcome stored for this command cannot be read back from Redis", out);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -639,17 +655,14 @@ static void argv_free(argv_buf_t *a) {
     memset(a, 0, sizeof(*a));
 }
 
-/* The idempotency bucket spec every script takes: "bucket n expire_at" (see
- * common.lua). Buckets are an eighth of the retention wide, so a record lives
- * between one and 9/8 retentions and a lookup reads at most ten hashes. */
+/* The idempotency spec every script takes: "now expire_at", in seconds (see
+ * common.lua). The retention only says when a record written now may go;
+ * lookups do not depend on it. */
 #define SPEC_BUFSZ 64
 
 static void idem_spec(const ttb_service_t *svc, ttb_time_t now, char spec[SPEC_BUFSZ]) {
-    int64_t width = svc->ttl_s / 8 > 0 ? svc->ttl_s / 8 : 1;
-    int64_t bucket = now.sec / width;
-    int64_t n = svc->ttl_s / width + 2;
-    snprintf(spec, SPEC_BUFSZ, "%lld %lld %lld", (long long)bucket, (long long)n,
-             (long long)((bucket + 1) * width + svc->ttl_s));
+    snprintf(spec, SPEC_BUFSZ, "%lld %lld", (long long)now.sec,
+             (long long)(now.sec + svc->ttl_s));
 }
 
 /* Strings every script takes first: town, command id, idempotency spec. */
@@ -873,6 +886,7 @@ static int run_idem(ttb_service_t *svc, argv_buf_t *av, size_t expect, redisRepl
             ttb_log_error("idempotency script failed", "error",
                           (*reply)->type == REDIS_REPLY_ERROR ? (*reply)->str : "unexpected reply");
             freeReplyObject(*reply);
+            *reply = NULL; /* the caller frees what it gets, and it gets nothing */
             return TTB_ERR_PROTO;
         }
         return 0;

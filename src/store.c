@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "tinytown_bridge/clock.h"
 #include "tinytown_bridge/error.h"
 
 extern const char ttb_lua_spawn[];
@@ -41,6 +42,7 @@ struct ttb_store {
     bool connected;
     bool ever_connected;
     bool unflushed; /* commands appended since the last wait for a reply */
+    int64_t deadline_ms; /* ttb_clock_ms() bound on every wait, 0: none */
     uint64_t round_trips;
     uint64_t reconnects;
     char sha[TTB_SCRIPT__COUNT][41];
@@ -92,6 +94,19 @@ static struct timeval ms_to_tv(int ms) {
     return tv;
 }
 
+/* The time a wait may take: @p configured, or less when a deadline is near. */
+static int store_time_left(const ttb_store_t *store, int configured) {
+    if (!store->deadline_ms) return configured;
+    int64_t left = store->deadline_ms - ttb_clock_ms();
+    if (left <= 0) return 0;
+    return left < configured ? (int)left : configured;
+}
+
+void ttb_store_set_deadline(ttb_store_t *store, int64_t deadline_ms) {
+    store->deadline_ms = deadline_ms;
+    if (!deadline_ms && store->ctx) redisSetTimeout(store->ctx, ms_to_tv(store->command_timeout_ms));
+}
+
 /* Marks the connection dead after an I/O error and keeps the reason. */
 static int store_fail(ttb_store_t *store, const char *what) {
     const char *why = store->ctx && store->ctx->err ? store->ctx->errstr : "connection closed";
@@ -115,8 +130,29 @@ int ttb_store_reply(ttb_store_t *store, redisReply **reply) {
         store->round_trips++;
         store->unflushed = false;
     }
+    if (store->deadline_ms) {
+        int left = store_time_left(store, store->command_timeout_ms);
+        if (left <= 0) {
+            snprintf(store->errstr, sizeof(store->errstr), "out of time (stopping)");
+            ttb_store_disconnect(store);
+            return TTB_ERR_IO;
+        }
+        redisSetTimeout(store->ctx, ms_to_tv(left));
+    }
     void *r = NULL;
     if (redisGetReply(store->ctx, &r) != REDIS_OK || !r) return store_fail(store, "redis read");
+    if (ttb_reply_is_transient(r)) {
+        /* Redis is there but refuses for now (a replica after a failover,
+         * maxmemory, a busy script, loading): an outage like any other. The
+         * replies still queued are dropped with the connection; callers
+         * retry the whole unit of work, which the idempotency records make
+         * safe. */
+        snprintf(store->errstr, sizeof(store->errstr), "redis refused: %.200s",
+                 ((redisReply *)r)->str);
+        freeReplyObject(r);
+        ttb_store_disconnect(store);
+        return TTB_ERR_IO;
+    }
     *reply = r;
     return 0;
 }
@@ -216,8 +252,13 @@ static int setup_command(ttb_store_t *store, char *errstr, size_t errstr_size, c
 
 int ttb_store_connect(ttb_store_t *store, char *errstr, size_t errstr_size) {
     ttb_store_disconnect(store);
-    store->ctx = redisConnectWithTimeout(store->host, store->port,
-                                         ms_to_tv(store->connect_timeout_ms));
+    int connect_ms = store_time_left(store, store->connect_timeout_ms);
+    if (connect_ms <= 0) {
+        snprintf(store->errstr, sizeof(store->errstr), "out of time (stopping)");
+        snprintf(errstr, errstr_size, "%s", store->errstr);
+        return TTB_ERR_IO;
+    }
+    store->ctx = redisConnectWithTimeout(store->host, store->port, ms_to_tv(connect_ms));
     if (!store->ctx || store->ctx->err) {
         snprintf(store->errstr, sizeof(store->errstr), "connect to %s:%d: %s", store->host,
                  store->port, store->ctx ? store->ctx->errstr : "out of memory");
@@ -301,6 +342,20 @@ int ttb_reply_scan_page(const redisReply *reply, char cursor[TTB_CURSOR_BUFSZ],
     cursor[reply->element[0]->len] = '\0';
     *items = reply->element[1];
     return 0;
+}
+
+bool ttb_reply_is_transient(const redisReply *reply) {
+    /* Error codes Redis uses for "not now": each means the server is alive
+     * but will not run writes (or anything) until something changes. */
+    static const char *const codes[] = {"READONLY", "OOM",        "NOREPLICAS", "BUSY",
+                                        "LOADING",  "MASTERDOWN", "TRYAGAIN",   "CLUSTERDOWN"};
+    if (!reply || reply->type != REDIS_REPLY_ERROR || !reply->str) return false;
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        size_t n = strlen(codes[i]);
+        if (strncmp(reply->str, codes[i], n) == 0 && (reply->str[n] == ' ' || reply->str[n] == '\0'))
+            return true;
+    }
+    return false;
 }
 
 bool ttb_reply_is_noscript(const redisReply *reply) {

@@ -36,6 +36,13 @@ ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t er
  */
 int ttb_bridge_run(ttb_bridge_t *bridge, const volatile sig_atomic_t *stop);
 
+/**
+ * Registers @p fn, called with @p arg once when the bridge begins to stop,
+ * before its own graceful stop, so companions (relay, state capture) stop in
+ * parallel with it and the whole process stays within one shutdown timeout.
+ */
+void ttb_bridge_on_stop(ttb_bridge_t *bridge, void (*fn)(void *arg), void *arg);
+
 /** Frees. Accepts NULL. */
 void ttb_bridge_free(ttb_bridge_t *bridge);
 

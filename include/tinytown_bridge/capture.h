@@ -24,7 +24,9 @@ typedef struct ttb_capture ttb_capture_t;
 ttb_capture_t *ttb_capture_new(const ttb_config_t *config, char *errstr, size_t errstr_size);
 /** Starts its thread. @returns 0 or TTB_ERR_*. */
 int ttb_capture_start(ttb_capture_t *capture);
-/** Stops and joins its thread. */
+/** Asks it to stop and returns at once. @locality any thread. */
+void ttb_capture_request_stop(ttb_capture_t *capture);
+/** Asks it to stop (if not asked yet) and joins its thread. */
 void ttb_capture_stop(ttb_capture_t *capture);
 /** Frees (stops first if running). Accepts NULL. */
 void ttb_capture_free(ttb_capture_t *capture);

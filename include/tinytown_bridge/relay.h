@@ -24,7 +24,14 @@ typedef struct ttb_relay ttb_relay_t;
 ttb_relay_t *ttb_relay_new(const ttb_config_t *config, char *errstr, size_t errstr_size);
 /** Starts its thread. @returns 0 or TTB_ERR_*. */
 int ttb_relay_start(ttb_relay_t *relay);
-/** Asks it to stop, waits (flushing acknowledged work and the cursor), bounded by the config's shutdown timeout. */
+/**
+ * Asks it to stop and returns at once. It then waits for what is in flight,
+ * saves its cursors and gives its leases back, all within the config's
+ * shutdown timeout counted from this call.
+ * @locality any thread.
+ */
+void ttb_relay_request_stop(ttb_relay_t *relay);
+/** Asks it to stop (if not asked yet) and waits for its thread to end. */
 void ttb_relay_stop(ttb_relay_t *relay);
 /** Frees (stops first if running). Accepts NULL. */
 void ttb_relay_free(ttb_relay_t *relay);

@@ -71,13 +71,21 @@ int ttb_store_append_script(ttb_store_t *store, ttb_script_t script, int nkeys, 
  * Reads the next reply in order (flushing queued commands first; that is a
  * round trip). The caller frees *reply with freeReplyObject().
  * @returns 0, or TTB_ERR_IO (the store is then disconnected and every queued
- * reply is lost).
+ * reply is lost): on a connection error, and on a transient refusal
+ * (ttb_reply_is_transient()), which is an outage too.
  */
 int ttb_store_reply(ttb_store_t *store, redisReply **reply);
 /** Reads and discards @p n replies, returning the first error (replies that are errors do not count). */
 int ttb_store_skip(ttb_store_t *store, size_t n);
 /** Runs one command and returns its reply (append + reply). */
 int ttb_store_command(ttb_store_t *store, redisReply **reply, const char *fmt, ...);
+
+/**
+ * Bounds every later connect and wait for a reply by @p deadline_ms (a
+ * ttb_clock_ms() value; 0 lifts the bound): each takes at most what is left,
+ * and none starts once it has passed (TTB_ERR_IO). For stopping on time.
+ */
+void ttb_store_set_deadline(ttb_store_t *store, int64_t deadline_ms);
 
 /** @returns the number of round trips (flushes that waited for replies) so far. */
 uint64_t ttb_store_round_trips(const ttb_store_t *store);
@@ -97,6 +105,14 @@ int ttb_store_load_scripts(ttb_store_t *store);
  */
 int ttb_reply_scan_page(const redisReply *reply, char cursor[TTB_CURSOR_BUFSZ],
                         const redisReply **items);
+
+/**
+ * @returns true when @p reply is an error by which Redis says "not now"
+ * (READONLY, OOM, NOREPLICAS, BUSY, LOADING, MASTERDOWN, TRYAGAIN,
+ * CLUSTERDOWN). ttb_store_reply() never hands such a reply out: it treats it
+ * as an outage (TTB_ERR_IO, connection dropped, reason in the errstr).
+ */
+bool ttb_reply_is_transient(const redisReply *reply);
 
 /** @returns true when @p reply is a NOSCRIPT error. */
 bool ttb_reply_is_noscript(const redisReply *reply);
@@ -120,8 +136,8 @@ size_t ttb_key_task_pattern(char *buf, const char *town);
 /**
  * The bridge's own keys, outside tinytown's `tt:` namespace, a handful per
  * town (never one per command: SCAN walks every key of the database).
- * Idempotency records are fields of `ttb:{town}:cmds:{bucket}` hashes,
- * written and read by the scripts; pending waits' deadlines are fields of
+ * Idempotency records are fields of the `ttb:{town}:cmds` hash (expiry in
+ * `ttb:{town}:cmds:expiry`), written and read by the scripts; pending waits' deadlines are fields of
  * `ttb:{town}:waits`.
  */
 size_t ttb_key_waits(char *buf, const char *town);

@@ -20,6 +20,9 @@ local okey = 'ttb:' .. town .. ':observed'
 
 local function capture_one(id)
   local akey = tkey(town, 'agent', id)
+  -- An agent whose event stream is unusable is skipped (nothing written);
+  -- the next reconcile looks again.
+  if wrong_type({ tkey(town, 'events:agent', id), 'stream' }) then return 0 end
   local seen = redis.call('HGET', okey, id)
 
   -- Only a hash is an agent; anything else under the name is not tinytown's.
@@ -60,6 +63,8 @@ local function capture_one(id)
   return 2
 end
 
+local bad = wrong_type(town_keys(town))
+if bad then return redis.error_reply('ERR ' .. bad) end
 local codes = {}
 for i = 4, #ARGV do codes[#codes + 1] = capture_one(ARGV[i]) end
 return codes

@@ -129,37 +129,94 @@ local function payload(op, code, msg, ts, agents)
   return table.concat(t)
 end
 
--- Idempotency records live in a few hashes per town, one per time bucket
--- (`ttb:{town}:cmds:{bucket}`, field = command id), never as a key per
--- command: a town's SCAN walks every key of the database, and a week of
--- command ids as keys would make every listing crawl. The bridge passes the
--- current bucket, how many buckets the retention spans and when the current
--- one expires, as "bucket n expire_at" (time is an argument, as ever).
-local function idem_spec(town, id, spec)
-  local b, n, exp = string.match(spec, '^(%d+) (%d+) (%d+)$')
-  return { town = town, id = id, bucket = tonumber(b), n = tonumber(n), expire = exp }
+-- Idempotency records: one hash per town, `ttb:{town}:cmds` (field =
+-- command id, value = the stored outcome), and beside it a sorted set
+-- `ttb:{town}:cmds:expiry` (member = command id, score = when the record may
+-- go). A lookup is one HGET whatever the retention, so bridges configured
+-- with different retentions still see each other's records, and changing
+-- the retention never hides a record. Every write also removes a few
+-- expired records, so the hash shrinks as fast as it grows. (Never a key
+-- per command: a town's SCAN walks every key of the database.) The bridge
+-- passes "now expire_at" in seconds: time is an argument, as ever.
+local function type_of(key)
+  return redis.call('TYPE', key).ok
 end
 
-local function idem_key(idem, bucket)
-  return 'ttb:' .. idem.town .. ':cmds:' .. string.format('%d', bucket)
-end
-
-local function idem_get(idem)
-  for b = idem.bucket, idem.bucket - idem.n + 1, -1 do
-    local v = redis.call('HGET', idem_key(idem, b), idem.id)
-    if v then return v end
+-- Nil when each key (a flat list: key, type, key, type ...) is absent or of
+-- its type, else a message naming the first that is not. Scripts check every
+-- key they may write before their first write: Redis does not undo a
+-- script's writes when a later command of it fails.
+local function wrong_type(checks)
+  for i = 1, #checks, 2 do
+    local t = type_of(checks[i])
+    if t ~= 'none' and t ~= checks[i + 1] then
+      return checks[i] .. ' holds a ' .. t .. ', not a ' .. checks[i + 1]
+    end
   end
   return nil
 end
 
+local function idem_spec(town, id, spec)
+  local now, exp = string.match(spec, '^(%d+) (%d+)$')
+  local idem = { town = town, id = id, now = now, expire = exp,
+                 hash = 'ttb:' .. town .. ':cmds', zset = 'ttb:' .. town .. ':cmds:expiry' }
+  local bad = wrong_type({ idem.hash, 'hash', idem.zset, 'zset' })
+  -- Nowhere to keep an outcome: refuse before anything is written.
+  if bad then error({ err = 'ERR ' .. bad }) end
+  return idem
+end
+
+local function idem_get(idem)
+  return redis.call('HGET', idem.hash, idem.id)
+end
+
 local function idem_put(idem, value)
-  local key = idem_key(idem, idem.bucket)
-  redis.call('HSET', key, idem.id, value)
-  redis.call('EXPIREAT', key, idem.expire)
+  redis.call('HSET', idem.hash, idem.id, value)
+  redis.call('ZADD', idem.zset, idem.expire, idem.id)
+  local old = redis.call('ZRANGEBYSCORE', idem.zset, '-inf', idem.now, 'LIMIT', 0, 16)
+  if #old > 0 then
+    redis.call('HDEL', idem.hash, unpack(old))
+    redis.call('ZREM', idem.zset, unpack(old))
+  end
 end
 
 local function finish(idem, op, code, msg, ts, agents)
   local p = payload(op, code, msg, ts, agents)
   idem_put(idem, p)
   return p
+end
+
+-- The keys a change of one agent writes (its hash, activity list and event
+-- stream) and the town's keys every change writes, with their types.
+local function agent_keys(town, id)
+  return { tkey(town, 'agent', id), 'hash', tkey(town, 'activity', id), 'list',
+           tkey(town, 'events:agent', id), 'stream' }
+end
+
+local function town_keys(town)
+  return { tkey(town, 'events'), 'stream', 'ttb:' .. town .. ':observed', 'hash',
+           'ttb:' .. town .. ':names', 'hash' }
+end
+
+local function concat(...)
+  local out = {}
+  for _, list in ipairs({ ... }) do
+    for _, v in ipairs(list) do out[#out + 1] = v end
+  end
+  return out
+end
+
+-- The agent behind a key, as a reader of tinytown's sees it: "none" when
+-- there is no key, "hash" when it is a hash whose id field is the id, else a
+-- message saying why tinytown would not read it as that agent.
+local function agent_status(town, id)
+  local akey = tkey(town, 'agent', id)
+  local t = type_of(akey)
+  if t == 'none' then return 'none' end
+  if t ~= 'hash' then return akey .. ' holds a ' .. t .. ', not a hash' end
+  if redis.call('HGET', akey, 'id') ~= id then
+    return 'agent ' .. id .. ' has no record tinytown can read (the hash ' .. akey ..
+           ' lacks a matching id field)'
+  end
+  return 'hash'
 end

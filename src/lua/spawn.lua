@@ -11,9 +11,13 @@ local idem = idem_spec(town, cmd_id, spec)
 local prev = idem_get(idem)
 if prev then return prev end
 
-if parent ~= '' and redis.call('EXISTS', tkey(town, 'agent', parent)) == 0 then
+if parent ~= '' and agent_status(town, parent) ~= 'hash' then
   return finish(idem, op, 'agent_not_found', 'parent agent ' .. parent .. ' not found', ts, {})
 end
+local checks = concat(agent_keys(town, id), town_keys(town))
+if parent ~= '' then checks = concat(checks, { tkey(town, 'events:agent', parent), 'stream' }) end
+local bad = wrong_type(checks)
+if bad then return finish(idem, op, 'internal', bad, ts, {}) end
 
 -- A name stays unambiguous while its holder is alive. The candidates are the
 -- agents the bridge saw with this name, plus the holder recorded in the
@@ -27,7 +31,10 @@ for i = 1, ncand do candidates[#candidates + 1] = ARGV[9 + i] end
 local holder = redis.call('HGET', names, lname)
 if holder then candidates[#candidates + 1] = holder end
 for _, cid in ipairs(candidates) do
-  local found = redis.call('HMGET', tkey(town, 'agent', cid), 'name', 'state')
+  local found = {}
+  if type_of(tkey(town, 'agent', cid)) == 'hash' then
+    found = redis.call('HMGET', tkey(town, 'agent', cid), 'name', 'state')
+  end
   if found[1] and string.lower(found[1]) == lname and not TERMINAL[norm_state(found[2])] then
     return finish(idem, op, 'name_conflict',
                   'agent ' .. found[1] .. ' (' .. string.sub(cid, 1, 4) .. ') is ' ..

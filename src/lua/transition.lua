@@ -8,9 +8,14 @@ local prev = idem_get(idem)
 if prev then return prev end
 
 local akey = tkey(town, 'agent', id)
-if redis.call('EXISTS', akey) == 0 then
+local status = agent_status(town, id)
+if status == 'none' then
   return finish(idem, op, 'agent_not_found', 'agent ' .. id .. ' not found', ts, {})
+elseif status ~= 'hash' then
+  return finish(idem, op, type_of(akey) == 'hash' and 'agent_not_found' or 'internal', status, ts, {})
 end
+local bad = wrong_type(concat(agent_keys(town, id), town_keys(town)))
+if bad then return finish(idem, op, 'internal', bad, ts, {}) end
 local state = norm_state(redis.call('HGET', akey, 'state'))
 local name = redis.call('HGET', akey, 'name') or id
 local old = STATE_TITLE[state]

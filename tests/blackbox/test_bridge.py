@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from bridge_harness import COMMANDS, DLQ, RESULTS, Stack
+from bridge_harness import Stack
 from harness import run_tests, wait_until
 
 
@@ -128,7 +128,7 @@ def test_every_error_code_and_dead_letters():
             h = d["headers"]
             assert h["tt-error-code"] == code.encode(), h
             assert h["tt-error-message"]
-            assert h["tt-source-topic"] == COMMANDS.encode()
+            assert h["tt-source-topic"] == s.commands.encode()
             assert int(h["tt-source-partition"]) >= 0 and int(h["tt-source-offset"]) >= 0
         # The partition moved on: a good command behind the bad ones is answered.
         ok(s.call("list"))
@@ -155,11 +155,11 @@ def test_kcat_user_round_trip():
     with Stack() as s:
         s.bridge()
         cmd = '{"id":"kcat-1","op":"spawn","args":{"name":"from-kcat"}}'
-        subprocess.run(["kcat", "-P", "-b", s.kafka.bootstrap, "-t", COMMANDS, "-k", "from-kcat"],
+        subprocess.run(["kcat", "-P", "-b", s.kafka.bootstrap, "-t", s.commands, "-k", "from-kcat"],
                        input=cmd.encode(), check=True, timeout=30)
 
         def read():
-            out = subprocess.run(["kcat", "-C", "-b", s.kafka.bootstrap, "-t", RESULTS,
+            out = subprocess.run(["kcat", "-C", "-b", s.kafka.bootstrap, "-t", s.results,
                                   "-o", "beginning", "-e", "-q", "-f", "%k\t%s\n"],
                                  capture_output=True, timeout=30).stdout.decode()
             return [line for line in out.splitlines() if line.startswith("kcat-1\t")]
@@ -194,12 +194,16 @@ def test_wait_never_blocks_other_commands_and_survives_restart():
 
 def _spawn_load(s, n, prefix):
     ids = []
+    sent = []
     for i in range(n):
         cid = "%s-%d" % (prefix, i)
         body = {"id": cid, "op": "spawn", "args": {"name": "%s-%d" % (prefix, i)}}
-        s.producer.send(COMMANDS, value=json.dumps(body).encode(), key=body["args"]["name"].encode())
+        sent.append(s.producer.send(s.commands, value=json.dumps(body).encode(),
+                                    key=body["args"]["name"].encode()))
         ids.append(cid)
     s.producer.flush()
+    for future in sent:  # a command the test failed to produce is not one the bridge lost
+        future.get(timeout=30)
     return ids
 
 
@@ -238,7 +242,7 @@ def test_redis_outage_mid_stream():
         first = _spawn_load(s, 1000, "outage")
         wait_until(lambda: (s.poll_results(), len(s.seen) >= 100)[1], 60, what="some results")
         s.redis.pause()
-        b.wait_log("redis unreachable: pausing consumption", 20)
+        b.wait_log("redis unavailable: pausing consumption", 20)
         during = _spawn_load(s, 500, "outage-late")
         time.sleep(0.5)  # give the bridge time to (wrongly) answer; none may arrive
         s.poll_results()
@@ -249,7 +253,7 @@ def test_redis_outage_mid_stream():
         _check_exactly_once(s, first, "outage")
         _check_exactly_once(s, during, "outage-late")
         log = b.log_text()
-        assert log.count("redis unreachable: pausing consumption") == 1, "logged once per outage"
+        assert log.count("redis unavailable: pausing consumption") == 1, "logged once per outage"
 
 
 def test_sigterm_during_load_exits_cleanly():
@@ -298,7 +302,7 @@ def test_two_bridges_share_partitions_and_keep_per_agent_order():
             for i, aid in enumerate(agents):
                 cid = "ord-%d-%d" % (i, round_)
                 body = {"id": cid, "op": op, "args": {"agent": aid}}
-                s.producer.send(COMMANDS, value=json.dumps(body).encode(), key=aid.encode())
+                s.producer.send(s.commands, value=json.dumps(body).encode(), key=aid.encode())
                 ids.append(cid)
         s.producer.flush()
         s.results_for(ids, timeout=120)

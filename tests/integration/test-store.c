@@ -51,7 +51,7 @@ static void test_pipeline_counts_round_trips(void **state) {
     /* Scripts survive a SCRIPT FLUSH through an explicit reload. */
     assert_int_equal(ttb_store_command(store, &r, "SCRIPT FLUSH"), 0);
     freeReplyObject(r);
-    const char *args[7] = {"x", "cmd-1", "0 2 60", "kill", "00000000-0000-4000-8000-000000000001",
+    const char *args[7] = {"x", "cmd-1", "0 60", "kill", "00000000-0000-4000-8000-000000000001",
                            "t", "t"};
     assert_int_equal(ttb_store_append_script(store, TTB_SCRIPT_TRANSITION, 0, 7, args, NULL), 0);
     assert_int_equal(ttb_store_reply(store, &r), 0);
