@@ -11,7 +11,7 @@ import uuid
 
 from kafka import KafkaConsumer, TopicPartition
 
-from bridge_harness import EVENTS, Stack
+from bridge_harness import Stack
 from harness import run_tests, wait_until
 
 T0 = "2026-11-24T06:51:00+00:00"
@@ -23,7 +23,7 @@ class Events:
     def __init__(self, stack):
         self.c = KafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, fetch_max_wait_ms=10,
                                enable_auto_commit=False, consumer_timeout_ms=50)
-        parts = [TopicPartition(EVENTS, p) for p in self.c.partitions_for_topic(EVENTS)]
+        parts = [TopicPartition(stack.events, p) for p in self.c.partitions_for_topic(stack.events)]
         self.c.assign(parts)
         self.c.seek_to_beginning(*parts)
         self.records = []

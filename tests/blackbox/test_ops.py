@@ -90,7 +90,7 @@ def send_cli(s, *args, timeout=60):
     cmd = [bridge_path(), "send", *args,
            "--set", "redis.url=" + s.redis.url, "--set", "kafka.brokers=" + s.kafka.bootstrap,
            "--set", "bridge.towns=demo,other", "--set", "bridge.default_town=demo",
-           "--set", "kafka.consumer_properties=fetch.wait.max.ms=10"]
+           "--set", "kafka.consumer_properties=fetch.wait.max.ms=10"] + s.kafka_args()
     return subprocess.run(cmd, capture_output=True, timeout=timeout)
 
 

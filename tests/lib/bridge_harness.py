@@ -1,11 +1,21 @@
 # SPDX-License-Identifier: MIT
 """Black-box helpers for the tinytown-bridge binary.
 
-A `Stack` is what a user runs: a private redis-server, a ttb-broker with the
+A `Stack` is what a user runs: a private redis-server, a Kafka broker with the
 bridge's topics, and one or more `tinytown-bridge` processes configured only
 through their command line, as an operator would. Tests talk to it with
 independent clients: kafka-python for Kafka and python3-redis for Redis.
+
+Two brokers: `Stack(kafka="mock")` starts a ttb-broker (librdkafka's mock
+cluster) per stack, with the default topic names; `Stack(kafka="apache")`
+uses one real Apache Kafka broker per test process (apache_kafka.py) and
+gives each stack its own topics (`sN-xxxx.tinytown.commands`, ...) and
+consumer group, so stacks never see each other's records or offsets. The
+default comes from $TTB_KAFKA (mock unless set; meson sets it to apache for
+the real-broker runs). Tests use `s.commands`, `s.results`, `s.events` and
+`s.dlq` for topic names, and `s.kafka.bootstrap` for the address.
 """
+import itertools
 import json
 import os
 import signal
@@ -19,6 +29,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from harness import RedisServer, wait_until
 from kafka_harness import KafkaBroker
 
+KAFKA_KINDS = ("mock", "apache")
+_stack_numbers = itertools.count(1)
+
 COMMANDS = "tinytown.commands"
 RESULTS = "tinytown.results"
 EVENTS = "tinytown.events"
@@ -27,6 +40,14 @@ DLQ = "tinytown.commands.dlq"
 
 def bridge_path():
     return os.path.join(os.environ["TTB_BUILD_DIR"], "tinytown-bridge")
+
+
+def kafka_kind():
+    """The broker black-box stacks use by default: $TTB_KAFKA, else mock."""
+    kind = os.environ.get("TTB_KAFKA") or "mock"
+    if kind not in KAFKA_KINDS:
+        raise ValueError("TTB_KAFKA=%r: expected one of %s" % (kind, ", ".join(KAFKA_KINDS)))
+    return kind
 
 
 class Bridge:
@@ -57,7 +78,7 @@ class Bridge:
                          "heartbeat.interval.ms=500",
                 "--set", "kafka.producer_properties=socket.connection.setup.timeout.ms=3000,"
                          "reconnect.backoff.max.ms=1000"]
-        return args + self.extra
+        return args + s.kafka_args() + self.extra
 
     def start(self):
         env = dict(os.environ)
@@ -110,19 +131,35 @@ class Bridge:
 
 
 class Stack:
-    """redis-server + ttb-broker (+ bridges). Use as a context manager."""
+    """redis-server + a Kafka broker (+ bridges). Use as a context manager.
+    kafka: "mock" or "apache" (default: kafka_kind())."""
 
-    def __init__(self, partitions=4, redis_args=None):
+    def __init__(self, partitions=4, redis_args=None, kafka=None):
+        self.kind = kafka or kafka_kind()
         self.redis = RedisServer(extra_args=redis_args)
-        self.kafka = KafkaBroker(topics=["%s:%d" % (COMMANDS, partitions), "%s:4" % RESULTS,
-                                         "%s:2" % EVENTS, "%s:1" % DLQ])
+        if self.kind == "apache":
+            import apache_kafka  # needs python3-confluent-kafka and a JVM: only here
+            prefix = "s%d-%s." % (next(_stack_numbers), uuid.uuid4().hex[:6])
+            self.group_id = prefix + "bridge"
+            self.kafka = apache_kafka.shared_broker()
+        else:
+            prefix = ""
+            self.group_id = None
+            self.kafka = None
+        self.commands, self.results = prefix + COMMANDS, prefix + RESULTS
+        self.events, self.dlq = prefix + EVENTS, prefix + DLQ
+        topics = ["%s:%d" % (self.commands, partitions), "%s:4" % self.results,
+                  "%s:2" % self.events, "%s:1" % self.dlq]
+        if self.kind == "apache":
+            self.kafka.create_topics(topics)
+        else:
+            self.kafka = KafkaBroker(topics=topics)
         self.bridges = []
         self.producer = KafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all",
                                       linger_ms=0)
         self.r = self.redis.client()
         self._results = None
         self.seen = {}  # command id -> [result dicts with key/headers/value]
-        self.dlq = []
 
     def __enter__(self):
         return self
@@ -138,13 +175,33 @@ class Stack:
             b.assigned()
         return b
 
+    def kafka_args(self):
+        """--set arguments naming this stack's topics and group, for the
+        bridge and `tinytown-bridge send` (none on the mock: the defaults)."""
+        if self.kind != "apache":
+            return []
+        return ["--set", "kafka.commands_topic=" + self.commands,
+                "--set", "kafka.results_topic=" + self.results,
+                "--set", "kafka.events_topic=" + self.events,
+                "--set", "kafka.dlq_topic=" + self.dlq,
+                "--set", "kafka.group_id=" + self.group_id]
+
     def close(self):
         for b in self.bridges:
             b.kill()
         if self._results:
             self._results.close()
         self.producer.close()
-        self.kafka.stop()
+        if self.kind == "apache":
+            # The broker is shared by the module: drop this stack's topics only.
+            if self.kafka.proc is not None:
+                try:
+                    self.kafka.delete_topics([self.commands, self.results, self.events,
+                                              self.dlq], timeout=10)
+                except Exception:  # a stopped broker: the next stack gets a new one
+                    pass
+        else:
+            self.kafka.stop()
         self.redis.stop()
 
     # ---- commands --------------------------------------------------------
@@ -161,8 +218,9 @@ class Stack:
             raw = json.dumps(doc).encode()
         if key is None and args and isinstance(args, dict) and "agent" in args:
             key = str(args["agent"]).encode()
-        self.producer.send(COMMANDS, value=raw, key=key, headers=headers or [])
+        sent = self.producer.send(self.commands, value=raw, key=key, headers=headers or [])
         self.producer.flush()
+        sent.get(timeout=30)  # a failed produce is the harness's failure, not a lost command
         return cid
 
     # ---- results ---------------------------------------------------------
@@ -177,7 +235,7 @@ class Stack:
 
     def poll_results(self):
         if self._results is None:
-            self._results = self._consumer(RESULTS)
+            self._results = self._consumer(self.results)
         for m in self._results:
             rec = {"key": m.key, "value": m.value, "headers": dict(m.headers or []),
                    "doc": json.loads(m.value)}
@@ -208,7 +266,7 @@ class Stack:
         return self.result(self.send(op, args, town=town), timeout)["doc"]
 
     def dead_letters(self, count, timeout=30):
-        c = self._consumer(DLQ)
+        c = self._consumer(self.dlq)
         got = []
         deadline = time.time() + timeout
         while len(got) < count and time.time() < deadline:

@@ -257,13 +257,31 @@ except ValueError:  # imported outside the main thread: leave signals alone
     pass
 
 
+def mock_kafka_only(reason):
+    """Marks a test that needs the mock broker (fault injection, mock-only
+    behaviour): a run against real Kafka ($TTB_KAFKA=apache) leaves it out
+    and says so by name, with the reason."""
+    def mark(fn):
+        fn.mock_kafka_only = reason
+        return fn
+    return mark
+
+
 def run_tests(namespace):
     """Run every test_* function of namespace (pass globals()) in definition
     order; print ok/FAIL per test and "N passed, N failed"; exit 1 on any
-    failure. Tests may be selected with TTB_TEST_FILTER=substring."""
+    failure. Tests may be selected with TTB_TEST_FILTER=substring. With
+    TTB_KAFKA=apache, tests marked mock_kafka_only are listed as not run."""
     only = os.environ.get("TTB_TEST_FILTER", "")
-    tests = [(name, fn) for name, fn in list(namespace.items())
-             if name.startswith("test_") and callable(fn) and only in name]
+    real_kafka = os.environ.get("TTB_KAFKA", "mock") == "apache"
+    tests = []
+    for name, fn in list(namespace.items()):
+        if not (name.startswith("test_") and callable(fn) and only in name):
+            continue
+        if real_kafka and getattr(fn, "mock_kafka_only", None):
+            print("not run on Apache Kafka: %s (%s)" % (name, fn.mock_kafka_only), flush=True)
+            continue
+        tests.append((name, fn))
     passed = failed = 0
     for name, fn in tests:
         try:
