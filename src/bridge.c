@@ -16,6 +16,7 @@
 #include "tinytown_bridge/bridge.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "tinytown_bridge/log.h"
 #include "tinytown_bridge/metrics.h"
 #include "tinytown_bridge/service.h"
+#include "tinytown_bridge/waits.h"
 
 typedef struct record {
     struct record *next; /* partition FIFO */
@@ -43,6 +45,7 @@ typedef struct record {
     bool produced;     /* everything it needs was produced */
     bool done;         /* ... and acknowledged */
     bool orphaned;     /* its partition was revoked: free when acknowledged */
+    ttb_wait_t *wait;  /* a pending `wait`: its entry in the waits index */
 } record_t;
 
 typedef struct partition {
@@ -64,8 +67,12 @@ struct ttb_bridge {
 
     record_t **stalled; /* parsed commands waiting for Redis */
     size_t nstalled, capstalled;
-    record_t **waits; /* pending `wait`s */
-    size_t nwaits, capwaits;
+    ttb_waits_t *waits;      /* pending `wait`s, by agent */
+    redisContext *watch;     /* keyspace notifications of agent keys, for waits */
+    char **watch_patterns;   /* one per town: __keyspace@<db>__:tt:<town>:agent:* */
+    bool watch_warned;
+    uint64_t next_watch_try_us;
+    uint64_t last_wait_check_us;
 
     int64_t in_flight;
     bool paused;         /* partitions paused (backpressure, Redis down, stopping) */
@@ -316,8 +323,14 @@ static void partition_release(ttb_bridge_t *b, int32_t p) {
     partition_t *pt = partition_get(b, p);
     if (!pt) return;
     drop_from(b->stalled, &b->nstalled, p);
-    drop_from(b->waits, &b->nwaits, p);
-    ttb_metrics.pending_waits = (int64_t)b->nwaits;
+    for (ttb_wait_t *e = ttb_waits_next(b->waits, NULL), *next; e; e = next) {
+        next = ttb_waits_next(b->waits, e);
+        record_t *r = ttb_wait_item(e);
+        if (r->partition != p) continue;
+        ttb_waits_remove(b->waits, e);
+        r->wait = NULL;
+    }
+    ttb_metrics.pending_waits = (int64_t)ttb_waits_count(b->waits);
     record_t *r = pt->head;
     while (r) {
         record_t *next = r->next;
@@ -411,6 +424,7 @@ static void redis_went_down(ttb_bridge_t *b) {
 static void redis_came_back(ttb_bridge_t *b) {
     ttb_backoff_reset(&b->redis_backoff);
     if (!b->redis_down) return;
+    ttb_waits_touch_all(b->waits); /* notifications were lost meanwhile */
     uint64_t down = now_us() - b->redis_down_since_us;
     ttb_metrics.redis_outage_us += down;
     ttb_metrics.redis_reconnects++;
@@ -495,46 +509,122 @@ static void apply_stalled(ttb_bridge_t *b) {
         record_t *r = b->stalled[i];
         r->out = outs[i];
         if (r->out.pending) {
-            if (push_ptr(&b->waits, &b->nwaits, &b->capwaits, r))
-                fail_fatal(b, "out of memory", "pending waits");
+            r->wait = ttb_waits_add(b->waits, r->cmd.town, r->out.agent_id, r->out.deadline_ms, r);
+            if (!r->wait) fail_fatal(b, "out of memory", "pending waits");
         } else {
             record_finish(b, r);
         }
     }
     free(outs);
     b->nstalled = 0;
-    ttb_metrics.pending_waits = (int64_t)b->nwaits;
+    ttb_metrics.pending_waits = (int64_t)ttb_waits_count(b->waits);
 }
 
-static void check_waits(ttb_bridge_t *b) {
-    if (b->nwaits == 0 || b->redis_down || now_us() < b->next_wait_check_us) return;
-    b->next_wait_check_us = now_us() + (uint64_t)b->config->wait_check_interval_ms * 1000u;
-    const ttb_command_t **cmds = malloc(b->nwaits * sizeof(*cmds));
-    ttb_outcome_t **outs = malloc(b->nwaits * sizeof(*outs));
-    if (!cmds || !outs) {
-        free(cmds);
-        free(outs);
-        return; /* tried again at the next interval */
-    }
-    for (size_t i = 0; i < b->nwaits; i++) {
-        cmds[i] = &b->waits[i]->cmd;
-        outs[i] = &b->waits[i]->out;
-    }
-    int rc = ttb_service_check_waits(b->service, cmds, outs, b->nwaits, wall_ms());
-    free(cmds);
-    free(outs);
-    if (rc == TTB_ERR_IO || rc == TTB_ERR_PROTO) {
-        redis_went_down(b);
+/* ---- pending waits ------------------------------------------------------ */
+
+static void watch_close(ttb_bridge_t *b) {
+    if (b->watch) redisFree(b->watch);
+    b->watch = NULL;
+    ttb_waits_set_sweep(b->waits, b->config->wait_check_interval_ms);
+}
+
+/* Subscribes to the agent keys' notifications while waits are pending, so a
+ * wait is re-read when its agent changes. Without them (CONFIG refused, say)
+ * every wait is re-read each wait_check_interval_ms instead. */
+static void watch_open(ttb_bridge_t *b) {
+    if (b->watch || now_us() < b->next_watch_try_us) return;
+    b->next_watch_try_us = now_us() + 5000000u;
+    char err[256] = "";
+    if (!ttb_store_require_notifications(b->store, "Kgh", err, sizeof(err)))
+        b->watch = ttb_store_subscribe(b->store, (const char *const *)b->watch_patterns,
+                                       b->config->ntowns, err, sizeof(err));
+    if (!b->watch) {
+        if (!b->watch_warned)
+            ttb_log_warn("keyspace notifications unavailable; pending waits are re-read every "
+                         "bridge.wait_check_interval_ms", "error", err);
+        b->watch_warned = true;
         return;
     }
-    size_t w = 0;
-    for (size_t i = 0; i < b->nwaits; i++) {
-        record_t *r = b->waits[i];
-        if (r->out.pending) b->waits[w++] = r;
-        else record_finish(b, r);
+    if (b->watch_warned) ttb_log_info("keyspace notifications available again");
+    b->watch_warned = false;
+    ttb_waits_set_sweep(b->waits, b->config->wait_sweep_interval_ms);
+    ttb_waits_touch_all(b->waits); /* whatever changed before we listened */
+}
+
+/* A pmessage for `__keyspace@<db>__:tt:<town>:agent:<id>` touches that agent's waits. */
+static void watch_note(ttb_bridge_t *b, const redisReply *r) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
+        r->element[1]->type != REDIS_REPLY_STRING || r->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    const redisReply *pat = r->element[1], *chan = r->element[2];
+    for (size_t t = 0; t < b->config->ntowns; t++) {
+        size_t plen = strlen(b->watch_patterns[t]);
+        if (pat->len != plen || memcmp(pat->str, b->watch_patterns[t], plen) != 0) continue;
+        if (chan->len >= plen) /* the pattern's '*' stands for the id */
+            ttb_waits_touch(b->waits, b->config->towns[t], chan->str + plen - 1,
+                            chan->len - (plen - 1));
+        return;
     }
-    b->nwaits = w;
-    ttb_metrics.pending_waits = (int64_t)w;
+}
+
+static void watch_drain(ttb_bridge_t *b) {
+    struct pollfd pfd = {.fd = b->watch->fd, .events = POLLIN};
+    while (b->watch && poll(&pfd, 1, 0) > 0) {
+        if (!(pfd.revents & POLLIN) || redisBufferRead(b->watch) != REDIS_OK) {
+            watch_close(b); /* reopened later; the sweep covers the gap */
+            return;
+        }
+        void *reply = NULL;
+        while (redisGetReplyFromReader(b->watch, &reply) == REDIS_OK && reply) {
+            watch_note(b, reply);
+            freeReplyObject(reply);
+            reply = NULL;
+        }
+    }
+}
+
+/* Re-reads the waits that may be over: touched by a notification, past
+ * their deadline, or in the safety sweep's slice (see waits.h). */
+static void check_waits(ttb_bridge_t *b) {
+    if (ttb_waits_count(b->waits) == 0) {
+        if (b->watch) watch_close(b);
+        return;
+    }
+    if (b->redis_down) return;
+    watch_open(b);
+    if (b->watch) watch_drain(b);
+    uint64_t now = now_us();
+    bool tick = now >= b->next_wait_check_us;
+    if (!tick && !ttb_waits_any_touched(b->waits)) return;
+    int64_t tick_ms = 0;
+    if (tick) {
+        tick_ms = b->last_wait_check_us ? (int64_t)(now - b->last_wait_check_us) / 1000 : 0;
+        b->last_wait_check_us = now;
+        b->next_wait_check_us = now + (uint64_t)b->config->wait_check_interval_ms * 1000u;
+    }
+    enum { MAX_CHECK = 2000 }; /* one pipelined round trip's worth */
+    void *items[MAX_CHECK];
+    const ttb_command_t *cmds[MAX_CHECK];
+    ttb_outcome_t *outs[MAX_CHECK];
+    size_t n = ttb_waits_due(b->waits, wall_ms(), tick_ms, items, MAX_CHECK);
+    for (size_t i = 0; i < n; i++) {
+        record_t *r = items[i];
+        cmds[i] = &r->cmd;
+        outs[i] = &r->out;
+    }
+    int rc = n ? ttb_service_check_waits(b->service, cmds, outs, n, wall_ms()) : 0;
+    if (rc == TTB_ERR_IO || rc == TTB_ERR_PROTO) {
+        redis_went_down(b); /* all are touched again when it is back */
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        record_t *r = items[i];
+        if (r->out.pending) continue;
+        ttb_waits_remove(b->waits, r->wait);
+        r->wait = NULL;
+        record_finish(b, r);
+    }
+    ttb_metrics.pending_waits = (int64_t)ttb_waits_count(b->waits);
 }
 
 /* Takes one polled record: parsed commands join the stalled list; unusable
@@ -655,7 +745,7 @@ static void summary(ttb_bridge_t *b, uint64_t interval_us) {
     snprintf(errors, sizeof(errors), "%" PRIu64, b->summary_errors);
     snprintf(lagbuf, sizeof(lagbuf), "%" PRId64, lag);
     snprintf(inflight, sizeof(inflight), "%" PRId64, b->in_flight);
-    snprintf(waits, sizeof(waits), "%zu", b->nwaits);
+    snprintf(waits, sizeof(waits), "%zu", ttb_waits_count(b->waits));
     ttb_log_info("summary", "commands_per_s", rate, "errors", errors, "lag", lagbuf, "in_flight",
                  inflight, "pending_waits", waits, "redis", b->redis_down ? "down" : "up");
     b->summary_commands = b->summary_errors = 0;
@@ -672,6 +762,21 @@ ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t er
     b->config = config;
     ttb_config_policy(config, &b->policy);
     ttb_backoff_init(&b->redis_backoff, 100, config->redis_backoff_max_ms);
+    b->waits = ttb_waits_new(config->wait_check_interval_ms);
+    b->watch_patterns = calloc(config->ntowns ? config->ntowns : 1, sizeof(*b->watch_patterns));
+    if (!b->waits || !b->watch_patterns) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    for (size_t t = 0; t < config->ntowns; t++) {
+        char key[TTB_KEY_BUFSZ];
+        ttb_key_agent_pattern(key, config->towns[t]);
+        if (asprintf(&b->watch_patterns[t], "__keyspace@%d__:%s", config->redis.db, key) < 0) {
+            b->watch_patterns[t] = NULL;
+            snprintf(errstr, errstr_size, "out of memory");
+            goto fail;
+        }
+    }
 
     rd_kafka_conf_t *pconf = ttb_kafka_conf(config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
     if (!pconf) goto fail;
@@ -737,7 +842,10 @@ void ttb_bridge_free(ttb_bridge_t *b) {
     }
     free(b->parts);
     free(b->stalled);
-    free(b->waits);
+    ttb_waits_free(b->waits);
+    if (b->watch) redisFree(b->watch);
+    for (size_t i = 0; b->watch_patterns && i < b->config->ntowns; i++) free(b->watch_patterns[i]);
+    free(b->watch_patterns);
     ttb_service_free(b->service);
     ttb_store_free(b->store);
     free(b);
@@ -813,7 +921,7 @@ static void shutdown_gracefully(ttb_bridge_t *b) {
      * the same deadline; a synchronous commit here could wait unbounded. */
     store_offsets(b);
     char waits[16], stalled[16], unacked[16];
-    snprintf(waits, sizeof(waits), "%zu", b->nwaits);
+    snprintf(waits, sizeof(waits), "%zu", ttb_waits_count(b->waits));
     snprintf(stalled, sizeof(stalled), "%zu", b->nstalled);
     snprintf(unacked, sizeof(unacked), "%d", rd_kafka_outq_len(b->producer));
     close_consumer(b, deadline);
@@ -848,16 +956,23 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
                              1000000u;
     b->next_summary_us = now_us() + summary_every;
     while (!*stop && !b->fatal) {
-        /* Hold back while Redis is down, or too much awaits acknowledgement. */
-        bool hold = b->redis_down || b->nstalled > 0 ||
-                    b->in_flight >= (int64_t)c->max_in_flight;
+        /* Hold back while Redis is down, or too much awaits acknowledgement.
+         * Pending waits have a bound of their own and never count against
+         * the other commands'. */
+        size_t nwaits = ttb_waits_count(b->waits);
+        int64_t active = b->in_flight - (int64_t)nwaits;
+        bool hold = b->redis_down || b->nstalled > 0 || active >= (int64_t)c->max_in_flight ||
+                    nwaits >= c->max_pending_waits;
         bool release = !b->redis_down && b->nstalled == 0 &&
-                       b->in_flight < (int64_t)(c->max_in_flight - c->max_in_flight / 10);
+                       active < (int64_t)(c->max_in_flight - c->max_in_flight / 10) &&
+                       nwaits < c->max_pending_waits - c->max_pending_waits / 10;
+        if (hold && nwaits >= c->max_pending_waits && !b->paused)
+            ttb_log_warn("pending waits at bridge.max_pending_waits: pausing consumption");
         if (hold) set_paused(b, true);
         else if (release) set_paused(b, false);
 
         int timeout = b->paused ? 50 : 100;
-        if (b->nwaits) timeout = 10;
+        if (nwaits) timeout = 10;
         poll_batch(b, timeout);
         apply_stalled(b);
         redis_tick(b);

@@ -171,8 +171,17 @@ static const setting_t settings[] = {
      .help = "How long to gather a batch after its first record, in milliseconds."},
     {.name = "bridge.max_in_flight", .kind = KIND_SIZE, .off = AT(pub.max_in_flight), .min = 1,
      .max = 1000000, .def = "10000", .env = "TT_BRIDGE_BRIDGE_MAX_IN_FLIGHT",
-     .help = "Commands awaiting their results (pending waits included); at the cap the consumer "
-             "pauses."},
+     .help = "Commands awaiting their results (pending waits not included); at the cap the "
+             "consumer pauses."},
+    {.name = "bridge.max_pending_waits", .kind = KIND_SIZE, .off = AT(pub.max_pending_waits),
+     .min = 1, .max = 10000000, .def = "100000", .env = "TT_BRIDGE_BRIDGE_MAX_PENDING_WAITS",
+     .help = "Wait commands pending at once; they never hold back other commands, but at this "
+             "cap the consumer pauses."},
+    {.name = "bridge.wait_sweep_interval_ms", .kind = KIND_INT,
+     .off = AT(pub.wait_sweep_interval_ms), .min = 100, .max = 3600000, .def = "10000",
+     .env = "TT_BRIDGE_BRIDGE_WAIT_SWEEP_INTERVAL_MS",
+     .help = "Period in which every pending wait is re-read once even if no notification said "
+             "its agent changed, in milliseconds."},
     {.name = "bridge.idempotency_ttl_s", .kind = KIND_INT64, .off = AT(pub.idempotency_ttl_s),
      .min = 60, .max = 90 * DAY_S, .def = "604800", .env = "TT_BRIDGE_BRIDGE_IDEMPOTENCY_TTL_S",
      .help = "How long a command id is remembered, in seconds (up to 90 days)."},
@@ -182,7 +191,8 @@ static const setting_t settings[] = {
     {.name = "bridge.wait_check_interval_ms", .kind = KIND_INT,
      .off = AT(pub.wait_check_interval_ms), .min = 10, .max = 60000, .def = "500",
      .env = "TT_BRIDGE_BRIDGE_WAIT_CHECK_INTERVAL_MS",
-     .help = "How often pending wait commands are re-checked, in milliseconds."},
+     .help = "How often waits past their deadline are answered, in milliseconds (waits whose "
+             "agent changed are answered at once)."},
     {.name = "bridge.shutdown_timeout_ms", .kind = KIND_INT, .off = AT(pub.shutdown_timeout_ms),
      .min = 100, .max = 600000, .def = "10000", .env = "TT_BRIDGE_BRIDGE_SHUTDOWN_TIMEOUT_MS",
      .help = "Bound on a graceful stop (finish, flush, commit), in milliseconds."},

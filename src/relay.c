@@ -90,7 +90,9 @@ typedef struct relay_town {
     char events_key[TTB_KEY_BUFSZ];
     bool held;          /* we hold the lease (as far as we know) */
     bool verify;        /* re-check the lease (after a reconnect) before anything else */
-    bool need_before;   /* next read must count entries <= pos to learn ordinals */
+    bool gap_unknown_logged; /* a gap of unknown size was reported for this holding */
+    bool has_gap_end;   /* gap_end is set */
+    relay_id_t gap_end; /* the entry after the last gap reported: not again after a rewind */
     bool pos_real;      /* pos is an entry that existed (a cursor or an entry read) */
     uint32_t gen;       /* bumped whenever in-flight bookkeeping is dropped */
     relay_id_t pos;     /* last entry produced, or the cursor */
@@ -186,7 +188,6 @@ static void relay_town_rewind(relay_town_t *t) {
     t->pos = t->acked;
     t->pos_ord = t->acked_ord;
     t->pos_real = t->has_cursor;
-    t->need_before = true;
 }
 
 static void relay_town_drop(ttb_relay_t *relay, relay_town_t *t, const char *why) {
@@ -467,59 +468,75 @@ static rd_kafka_resp_err_t relay_produce(ttb_relay_t *relay, size_t ti, const ch
     return err;
 }
 
-/* Handles a read's reply: gap check, ordinals, and producing the entries.
- * @returns the number of entries produced. */
-static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply *r) {
+/* Reports entries that left tinytown's stream before anyone relayed them:
+ * the ordinals of consecutive entries the relay sees should be consecutive
+ * (the outbox keeps every entry a bridge wrote, so a jump is tinytown's own
+ * entries, trimmed away). @p first is the id of the entry after the gap. */
+static void relay_check_gap(relay_town_t *t, relay_id_t id, int64_t ord, const char *first) {
+    if (!t->pos_real) return; /* where the relay first starts, history is not a gap */
+    if (t->pos_ord < 0) return; /* unknown position: the read reported it */
+    /* Produced again after a failed delivery: reported already. */
+    if (t->has_gap_end && relay_id_cmp(id, t->gap_end) <= 0) return;
+    int64_t lost;
+    if (ord > t->pos_ord + 1) lost = ord - t->pos_ord - 1;
+    else if (ord <= t->pos_ord) lost = ord - 1; /* the stream was recreated, counting anew */
+    else return;
+    if (lost <= 0) return;
+    t->gap_end = id;
+    t->has_gap_end = true;
+    char after[RELAY_ID_BUFSZ], missing[24];
+    snprintf(missing, sizeof(missing), "%" PRId64, lost);
+    ttb_log_warn("relay gap: entries were trimmed before they were relayed", "town", t->name,
+                 "expected_after", relay_id_str(t->pos, after), "first_available", first,
+                 "missing", missing);
+    atomic_fetch_add_explicit(&ttb_metrics.relay_gaps, 1, memory_order_relaxed);
+}
+
+/* Handles a read's reply: the merged entries of tinytown's stream and the
+ * outbox, each checked for a gap before it and produced in order.
+ * @returns the number of entries produced; *more when the read was full and
+ * all of it was produced (more is waiting). */
+static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply *r, bool *more) {
     relay_town_t *t = &relay->towns[ti];
-    if (r->elements < 6 || r->element[1]->type != REDIS_REPLY_INTEGER ||
-        r->element[2]->type != REDIS_REPLY_INTEGER || r->element[4]->type != REDIS_REPLY_INTEGER ||
-        r->element[5]->type != REDIS_REPLY_ARRAY) {
+    *more = false;
+    if (r->elements < 5 || r->element[1]->type != REDIS_REPLY_INTEGER ||
+        r->element[2]->type != REDIS_REPLY_INTEGER || r->element[4]->type != REDIS_REPLY_ARRAY) {
         ttb_log_warn("relay read: unexpected reply", "town", t->name);
         return 0;
     }
-    int64_t added = r->element[1]->integer, length = r->element[2]->integer;
-    int64_t before = r->element[4]->integer;
+    int64_t added = r->element[1]->integer;
     const redisReply *first_r = r->element[3];
-    const redisReply *entries = r->element[5];
-    relay_id_t first = {0, 0};
-    bool has_first = first_r->type == REDIS_REPLY_STRING &&
-                     relay_id_parse(first_r->str, first_r->len, &first);
+    const redisReply *entries = r->element[4];
 
-    /* Everything up to our position is gone: either only entries we had
-     * relayed were trimmed, or some we never read went with them. */
-    bool all_before_gone = length > 0 && has_first && relay_id_cmp(first, t->pos) > 0;
-    if (all_before_gone && t->pos_real) {
-        int64_t lost;
-        if (t->pos_ord < 0) lost = -1;                    /* cannot tell: say so */
-        else if (added < t->pos_ord) lost = added - length; /* the stream was recreated */
-        else lost = added - length - t->pos_ord;
-        if (lost != 0) {
-            char after[RELAY_ID_BUFSZ], missing[24];
-            snprintf(missing, sizeof(missing), "%" PRId64, lost);
-            ttb_log_warn("relay gap: entries were trimmed before they were relayed", "town",
-                         t->name, "expected_after", relay_id_str(t->pos, after), "first_available",
-                         first_r->str, "missing", lost < 0 ? "unknown" : missing);
-            atomic_fetch_add_explicit(&ttb_metrics.relay_gaps, 1, memory_order_relaxed);
-        }
+    /* A cursor without its ordinal (written by hand, or by a bridge from
+     * before ordinals) cannot tell trimmed entries from relayed ones. */
+    relay_id_t first;
+    if (t->pos_real && t->pos_ord < 0 && first_r->type == REDIS_REPLY_STRING &&
+        relay_id_parse(first_r->str, first_r->len, &first) && relay_id_cmp(first, t->pos) > 0 &&
+        !t->gap_unknown_logged) {
+        char after[RELAY_ID_BUFSZ];
+        ttb_log_warn("relay gap: entries were trimmed before they were relayed", "town", t->name,
+                     "expected_after", relay_id_str(t->pos, after), "first_available",
+                     first_r->str, "missing", "unknown");
+        atomic_fetch_add_explicit(&ttb_metrics.relay_gaps, 1, memory_order_relaxed);
+        t->gap_unknown_logged = true;
     }
-    int64_t base;
-    if (all_before_gone) base = added - length;
-    else if (t->need_before) base = added - length + before;
-    else base = t->pos_ord;
-    t->need_before = false;
-    t->pos_ord = base;
 
     size_t produced = 0;
     for (size_t i = 0; i < entries->elements; i++) {
         const redisReply *e = entries->element[i];
         relay_id_t id;
-        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
             e->element[0]->type != REDIS_REPLY_STRING ||
-            !relay_id_parse(e->element[0]->str, e->element[0]->len, &id))
-            break;
+            e->element[1]->type != REDIS_REPLY_INTEGER ||
+            !relay_id_parse(e->element[0]->str, e->element[0]->len, &id)) {
+            ttb_log_warn("relay read: unexpected entry", "town", t->name);
+            return produced;
+        }
         if (relay_id_cmp(id, t->pos) <= 0 && t->pos_real) continue;
-        if (t->ring_len >= RELAY_MAX_IN_FLIGHT) break;
-        rd_kafka_resp_err_t err = relay_produce(relay, ti, e->element[0]->str, e->element[1]);
+        if (t->ring_len >= RELAY_MAX_IN_FLIGHT) return produced;
+        int64_t ord = e->element[1]->integer;
+        rd_kafka_resp_err_t err = relay_produce(relay, ti, e->element[0]->str, e->element[3]);
         if (err) {
             /* Not queued: this entry is read again next time, after a pause. */
             if (!relay->kafka_error_logged)
@@ -527,14 +544,14 @@ static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply 
                              rd_kafka_err2str(err));
             relay->kafka_error_logged = true;
             ttb_backoff_fail(&t->backoff); /* Kafka refused: no reads of this town for a while */
-            break;
+            return produced;
         }
-        int64_t ord = t->pos_ord >= 0 ? t->pos_ord + 1 : -1;
+        relay_check_gap(t, id, ord, e->element[0]->str);
         if (relay_ring_push(t, id, ord)) {
             /* The message is out; without its slot its report is ignored, so
              * drop the in-flight state and resume from the cursor instead. */
             relay_town_rewind(t);
-            ttb_backoff_fail(&t->backoff); /* Kafka refused: no reads of this town for a while */
+            ttb_backoff_fail(&t->backoff);
             return produced;
         }
         t->pos = id;
@@ -542,6 +559,7 @@ static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply 
         t->pos_real = true;
         produced++;
     }
+    *more = r->element[2]->integer != 0;
     t->lag = (t->pos_ord >= 0 && added >= t->pos_ord ? added - t->pos_ord : 0) +
              (int64_t)t->ring_len;
     return produced;
@@ -553,6 +571,8 @@ static void relay_town_adopt(ttb_relay_t *relay, relay_town_t *t, const redisRep
     t->held = true;
     t->verify = false;
     t->failing = false;
+    t->gap_unknown_logged = false;
+    t->has_gap_end = false;
     ttb_backoff_reset(&t->backoff);
     t->cursor_dirty = false;
     relay_id_t id = {0, 0};
@@ -583,7 +603,7 @@ static bool relay_cursor_unmoved(const relay_town_t *t, const redisReply *cursor
 }
 
 static void relay_handle_reply(ttb_relay_t *relay, const relay_op_t *op, const redisReply *r,
-                               size_t *produced, bool *noscript) {
+                               size_t *produced, bool *more, bool *noscript) {
     relay_town_t *t = &relay->towns[op->town];
     if (ttb_reply_is_noscript(r)) {
         *noscript = true;
@@ -629,7 +649,7 @@ static void relay_handle_reply(ttb_relay_t *relay, const relay_op_t *op, const r
             break;
         }
         if (op->renew) t->last_renew_ms = op->sent_ms;
-        *produced += relay_handle_read(relay, op->town, r);
+        *produced += relay_handle_read(relay, op->town, r, more);
         break;
     }
 }
@@ -673,12 +693,13 @@ static long relay_pass(ttb_relay_t *relay, bool *full_batch) {
          * capacity) they still keep the lease alive. */
         size_t room = RELAY_MAX_IN_FLIGHT - t->ring_len;
         size_t count = !ttb_backoff_due(&t->backoff) ? 0 : room < RELAY_READ_COUNT ? room : RELAY_READ_COUNT;
-        char pos[RELAY_ID_BUFSZ], count_s[16];
+        char pos[RELAY_ID_BUFSZ], pos_ord[24] = "", count_s[16];
         snprintf(count_s, sizeof(count_s), "%zu", count);
+        if (t->pos_ord >= 0) snprintf(pos_ord, sizeof(pos_ord), "%" PRId64, t->pos_ord);
         op->renew = now - t->last_renew_ms >= relay->lease_ms / 3;
         const char *argv[] = {"read",  t->name,   relay->instance,       lease_ms,
-                              op->renew ? "1" : "0", relay_id_str(t->pos, pos), count_s,
-                              t->need_before ? "1" : "0"};
+                              op->renew ? "1" : "0", relay_id_str(t->pos, pos), pos_ord,
+                              count_s};
         if (relay_append_script(relay, 8, argv)) return -1;
         op->kind = OP_READ;
         op->count = count;
@@ -690,12 +711,10 @@ static long relay_pass(ttb_relay_t *relay, bool *full_batch) {
     for (size_t k = 0; k < nops; k++) {
         redisReply *r;
         if (ttb_store_reply(relay->store, &r)) return -1;
-        size_t before = produced;
-        relay_handle_reply(relay, &relay->ops[k], r, &produced, &noscript);
+        bool more = false;
+        relay_handle_reply(relay, &relay->ops[k], r, &produced, &more, &noscript);
         /* A full batch means more is waiting: read again without blocking. */
-        if (relay->ops[k].kind == OP_READ && relay->ops[k].count > 0 &&
-            produced - before == relay->ops[k].count)
-            *full_batch = true;
+        if (more) *full_batch = true;
         freeReplyObject(r);
     }
     if (noscript && relay_load_script(relay)) return -1;

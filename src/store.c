@@ -332,6 +332,86 @@ int ttb_store_append_script(ttb_store_t *store, ttb_script_t script, int nkeys, 
     return rc;
 }
 
+int ttb_store_db(const ttb_store_t *store) { return store->db; }
+
+int ttb_store_require_notifications(ttb_store_t *store, const char *flags, char *errstr,
+                                    size_t errstr_size) {
+    redisReply *r;
+    int rc = ttb_store_command(store, &r, "CONFIG GET notify-keyspace-events");
+    if (rc) {
+        snprintf(errstr, errstr_size, "%s", store->errstr);
+        return rc;
+    }
+    char want[64];
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_STRING || r->element[1]->len >= 32) {
+        snprintf(errstr, errstr_size, "CONFIG GET refused: %s",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        return TTB_ERR_PROTO;
+    }
+    const char *cur = r->element[1]->str;
+    size_t n = (size_t)snprintf(want, sizeof(want), "%s", cur);
+    bool all = strchr(cur, 'A') != NULL; /* A: every class but K, E, m, n */
+    for (const char *c = flags; *c && n + 1 < sizeof(want); c++) {
+        bool in_all = all && strchr("g$lshzxetd", *c);
+        if (!strchr(cur, *c) && !in_all) want[n++] = *c;
+    }
+    want[n] = '\0';
+    bool same = strcmp(want, cur) == 0;
+    freeReplyObject(r);
+    if (same) return 0;
+    if ((rc = ttb_store_command(store, &r, "CONFIG SET notify-keyspace-events %s", want))) {
+        snprintf(errstr, errstr_size, "%s", store->errstr);
+        return rc;
+    }
+    rc = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(errstr, errstr_size, "CONFIG SET refused: %s", r->str);
+        rc = TTB_ERR_PROTO;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+redisContext *ttb_store_subscribe(const ttb_store_t *store, const char *const *patterns, size_t n,
+                                  char *errstr, size_t errstr_size) {
+    redisContext *c = redisConnectWithTimeout(store->host, store->port,
+                                              ms_to_tv(store->connect_timeout_ms));
+    if (!c || c->err) {
+        snprintf(errstr, errstr_size, "subscriber connect: %s", c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, ms_to_tv(store->command_timeout_ms));
+    redisEnableKeepAlive(c);
+    if (store->password) {
+        const char *argv[3] = {"AUTH", store->username ? store->username : store->password,
+                               store->password};
+        redisAppendCommandArgv(c, store->username ? 3 : 2, argv, NULL);
+    }
+    for (size_t i = 0; i < n; i++) redisAppendCommand(c, "PSUBSCRIBE %s", patterns[i]);
+    size_t expect = n + (store->password ? 1 : 0);
+    for (size_t i = 0; i < expect; i++) {
+        void *reply = NULL;
+        if (redisGetReply(c, &reply) != REDIS_OK || !reply) {
+            snprintf(errstr, errstr_size, "subscriber: %s", c->err ? c->errstr : "no reply");
+            redisFree(c);
+            return NULL;
+        }
+        redisReply *r = reply;
+        bool ok = r->type != REDIS_REPLY_ERROR;
+        /* Never echo a command here: the first may hold the password. */
+        if (!ok) snprintf(errstr, errstr_size, "subscriber refused: %.200s", r->str);
+        freeReplyObject(r);
+        if (!ok) {
+            redisFree(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
 int ttb_reply_scan_page(const redisReply *reply, char cursor[TTB_CURSOR_BUFSZ],
                         const redisReply **items) {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||

@@ -58,7 +58,9 @@ typedef struct ttb_config {
     bool op_denied[TTB_OP__COUNT]; /**< from `denied_ops` */
     size_t batch_size;        /**< records per batch, default 500 */
     int batch_timeout_ms;     /**< how long to gather a batch, default 5 */
-    size_t max_in_flight;     /**< commands awaiting results (incl. pending waits), default 10000 */
+    size_t max_in_flight;     /**< commands awaiting results (not pending waits), default 10000 */
+    size_t max_pending_waits; /**< default 100000 */
+    int wait_sweep_interval_ms; /**< default 10000 */
     int64_t idempotency_ttl_s;/**< default 604800 (7 days) */
     unsigned scan_count;      /**< default 1000 */
     int wait_check_interval_ms; /**< default 500 */

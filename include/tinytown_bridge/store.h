@@ -95,6 +95,27 @@ uint64_t ttb_store_reconnects(const ttb_store_t *store);
 /** Reloads every script (after NOSCRIPT). @returns 0 or TTB_ERR_*. */
 int ttb_store_load_scripts(ttb_store_t *store);
 
+/**
+ * Makes sure Redis publishes keyspace notifications with at least @p flags
+ * (e.g. "Kgh"), adding what is missing to what is configured.
+ * @returns 0, TTB_ERR_IO, or TTB_ERR_PROTO when Redis refuses CONFIG (a
+ * managed service, an ACL user without it), with the reason in @p errstr.
+ */
+int ttb_store_require_notifications(ttb_store_t *store, const char *flags, char *errstr,
+                                    size_t errstr_size);
+
+/**
+ * Opens a second connection to the same server, authenticated like the
+ * store's, subscribed to @p n keyspace channel patterns. Read it with
+ * redisBufferRead()/redisGetReplyFromReader() when its fd is readable.
+ * @returns the connection (caller frees with redisFree()) or NULL with @p errstr.
+ */
+redisContext *ttb_store_subscribe(const ttb_store_t *store, const char *const *patterns, size_t n,
+                                  char *errstr, size_t errstr_size);
+
+/** @returns the database index the store uses. */
+int ttb_store_db(const ttb_store_t *store);
+
 /** Size of a buffer holding a SCAN cursor. */
 #define TTB_CURSOR_BUFSZ 32
 

@@ -68,16 +68,95 @@ local function event_json(ev)
   return table.concat(t)
 end
 
-local function xadd(key, maxlen, ev_type, data)
-  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'event_type', ev_type, 'data', data)
+-- Stream ids "<ms>-<seq>" compared as the numbers they are (decimal, no
+-- leading zeros: the shorter string is the smaller number).
+local function num_cmp(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+
+local function id_cmp(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  local c = num_cmp(am, bm)
+  if c ~= 0 then return c end
+  return num_cmp(as, bs)
+end
+
+-- The smallest id after `id`, or nil for ids too large for Lua's numbers
+-- (only explicit ids near 2^64 get there; tinytown and the bridge use "*").
+local function id_next(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if #seq < 15 then return ms .. '-' .. string.format('%.0f', tonumber(seq) + 1) end
+  if #ms < 15 then return string.format('%.0f', tonumber(ms) + 1) .. '-0' end
+  return nil
+end
+
+-- A stream's XINFO STREAM as a table, or nil when the key holds no stream.
+local function stream_info(key)
+  if redis.call('TYPE', key).ok ~= 'stream' then return nil end
+  local flat = redis.call('XINFO', 'STREAM', key)
+  local info = {}
+  for i = 1, #flat, 2 do info[flat[i]] = flat[i + 1] end
+  return info
+end
+
+-- The bridge's outbox (docs/events.md): every event a script of the bridge
+-- writes goes to tinytown's streams exactly as tinytown writes it, and to
+-- `ttb:{town}:outbox` under the same entry id, with its ordinal in
+-- tt:{town}:events (entries-added when it was added) as a third field.
+-- tinytown's MAXLEN trims its stream to about 1,000 entries, so a burst
+-- larger than that would reach Kafka only in part; the outbox is trimmed by
+-- the relay, only up to what Kafka acknowledged. Its cap only guards Redis's
+-- memory when no relay runs for a long time (about 300 bytes an entry); a
+-- burst that overflows it is reported by the relay as a gap.
+local OUTBOX_MAXLEN = '1000000'
+
+local function outbox_key(town)
+  return 'ttb:' .. town .. ':outbox'
+end
+
+local function xadd(key, maxlen, id, ev_type, data)
+  return redis.call('XADD', key, 'MAXLEN', '~', maxlen, id, 'event_type', ev_type, 'data', data)
+end
+
+-- Per town, for this run of the script: the ordinal of the last entry of
+-- tt:{town}:events, and the id the next event gets there. Nothing else
+-- writes while a script runs, so one look per script is enough.
+local EMITTING = {}
+
+local function emit_state(town)
+  local st = EMITTING[town]
+  if st then return st end
+  local events = stream_info(tkey(town, 'events'))
+  local outbox = stream_info(outbox_key(town))
+  st = { ord = events and events['entries-added'] or 0, id = '*' }
+  -- The outbox uses the ids of tt:{town}:events, which must therefore keep
+  -- growing. They do, unless that stream was deleted and recreated (by a
+  -- reset) in the same millisecond or after the clock went back: then the
+  -- next id is chosen here, just after the outbox's last one.
+  if outbox then
+    local last = outbox['last-generated-id']
+    if not events or id_cmp(events['last-generated-id'], last) < 0 then
+      st.id = id_next(last) or '*'
+    end
+  end
+  EMITTING[town] = st
+  return st
 end
 
 local function emit(town, ev)
   local data = event_json(ev)
-  xadd(tkey(town, 'events'), '1000', ev.type, data)
-  if ev.agent_id then xadd(tkey(town, 'events:agent', ev.agent_id), '100', ev.type, data) end
+  local st = emit_state(town)
+  local id = xadd(tkey(town, 'events'), '1000', st.id, ev.type, data)
+  st.id = '*'
+  st.ord = st.ord + 1
+  redis.call('XADD', outbox_key(town), 'MAXLEN', '~', OUTBOX_MAXLEN, id, 'event_type', ev.type,
+             'data', data, 'ord', string.format('%.0f', st.ord))
+  if ev.agent_id then xadd(tkey(town, 'events:agent', ev.agent_id), '100', '*', ev.type, data) end
   if ev.parent and ev.parent ~= ev.agent_id then
-    xadd(tkey(town, 'events:agent', ev.parent), '100', ev.type, data)
+    xadd(tkey(town, 'events:agent', ev.parent), '100', '*', ev.type, data)
   end
 end
 
@@ -194,8 +273,8 @@ local function agent_keys(town, id)
 end
 
 local function town_keys(town)
-  return { tkey(town, 'events'), 'stream', 'ttb:' .. town .. ':observed', 'hash',
-           'ttb:' .. town .. ':names', 'hash' }
+  return { tkey(town, 'events'), 'stream', outbox_key(town), 'stream',
+           'ttb:' .. town .. ':observed', 'hash', 'ttb:' .. town .. ':names', 'hash' }
 end
 
 local function concat(...)
