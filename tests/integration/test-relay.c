@@ -8,6 +8,11 @@
  * a trimmed stretch is reported (log line and counter) and skipped; two
  * relays on one town forward each entry once; a dead holder's lease is taken
  * over; CloudEvents headers when asked for; a broker outage loses nothing.
+ *
+ * Events the bridge writes go through its own emit() (here: the state
+ * capture script, run directly): they are kept in the bridge's outbox until
+ * Kafka has them, so bursts far beyond tinytown's MAXLEN arrive whole, in
+ * stream order, and only tinytown's own trimmed entries count as a gap.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,6 +37,10 @@
 
 #define TOPIC "tinytown.events"
 #define WAIT_MS 20000
+#define BURST 3000
+
+extern const char ttb_lua_capture[];
+extern const size_t ttb_lua_capture_len;
 
 /* One record read back. */
 typedef struct rec {
@@ -714,6 +723,293 @@ static void test_redis_outage_resumes(void **state) {
     written_free(&w);
 }
 
+/* ---- the bridge's own events: the outbox -------------------------------- */
+
+static long long xlen(fixture_t *f, const char *key) {
+    redisReply *r = redisCommand(f->rc, "XLEN %s", key);
+    assert_non_null(r);
+    long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    return n;
+}
+
+/* @p n agents whose hash says working while the bridge last saw them idle,
+ * then the bridge's state capture script over all of them in one call: n
+ * agent_state_changed events written by emit() in one atomic step, as when
+ * an agent loop's writes are captured in bulk. @p first numbers the agents. */
+static void bridge_burst(fixture_t *f, const char *town, int first, int n) {
+    char (*ids)[40] = calloc((size_t)n, sizeof(*ids));
+    const char **argv = calloc((size_t)n + 6, sizeof(*argv));
+    assert_non_null(ids);
+    assert_non_null(argv);
+    for (int i = 0; i < n; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "00000000-0000-4000-8000-%012d", first + i);
+        redisAppendCommand(f->rc, "HSET tt:%s:agent:%s id %s name w%d state working", town,
+                           ids[i], ids[i], first + i);
+        redisAppendCommand(f->rc, "HSET ttb:%s:observed %s idle", town, ids[i]);
+    }
+    for (int i = 0; i < 2 * n; i++) {
+        void *r = NULL;
+        assert_int_equal(redisGetReply(f->rc, &r), REDIS_OK);
+        freeReplyObject(r);
+    }
+    argv[0] = "EVAL";
+    argv[1] = ttb_lua_capture;
+    argv[2] = "0";
+    argv[3] = "check";
+    argv[4] = town;
+    argv[5] = "2026-11-24T06:51:00Z";
+    for (int i = 0; i < n; i++) argv[6 + i] = ids[i];
+    redisReply *r = redisCommandArgv(f->rc, n + 6, argv, NULL);
+    assert_non_null(r);
+    if (r->type != REDIS_REPLY_ARRAY) fail_msg("capture script: %s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
+    assert_int_equal(r->elements, (size_t)n);
+    for (size_t i = 0; i < r->elements; i++) assert_int_equal(r->element[i]->integer, 2);
+    freeReplyObject(r);
+    free(argv);
+    free(ids);
+}
+
+/* What the outbox holds now, as the entries the relay must forward. */
+static void outbox_entries(fixture_t *f, written_t *w, const char *town) {
+    redisReply *r = redisCommand(f->rc, "XRANGE ttb:%s:outbox - +", town);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i], *fl = e->element[1];
+        if (w->n == w->cap) {
+            w->cap = w->cap ? w->cap * 2 : 128;
+            w->ids = realloc(w->ids, w->cap * sizeof(*w->ids));
+            w->data = realloc(w->data, w->cap * sizeof(*w->data));
+            w->agent = realloc(w->agent, w->cap * sizeof(*w->agent));
+            w->type = realloc(w->type, w->cap * sizeof(*w->type));
+        }
+        w->ids[w->n] = strdup(e->element[0]->str);
+        w->data[w->n] = NULL;
+        for (size_t k = 0; k + 1 < fl->elements; k += 2)
+            if (strcmp(fl->element[k]->str, "data") == 0) w->data[w->n] = strdup(fl->element[k + 1]->str);
+        assert_non_null(w->data[w->n]);
+        w->agent[w->n] = NULL;
+        w->type[w->n] = "agent_state_changed";
+        w->n++;
+    }
+    freeReplyObject(r);
+}
+
+/* Every record is the entry of the same rank, with its exact bytes. */
+static void assert_records_are(fixture_t *f, const written_t *w) {
+    assert_int_equal(f->nrecs, w->n);
+    for (size_t i = 0; i < w->n; i++) {
+        if (strcmp(f->recs[i].id, w->ids[i]) != 0)
+            fail_msg("record %zu is %s, expected %s", i, f->recs[i].id, w->ids[i]);
+        assert_int_equal(f->recs[i].vlen, strlen(w->data[i]));
+        assert_memory_equal(f->recs[i].value, w->data[i], f->recs[i].vlen);
+    }
+}
+
+/* A burst three times tinytown's MAXLEN from one script: every event
+ * arrives, in stream order, under the id it got in tt:{town}:events; the
+ * town stream itself keeps tinytown's cap and shape; the outbox is emptied
+ * once Kafka has everything; no gap. */
+static void test_bridge_burst_arrives_whole(void **state) {
+    fixture_t *f = *state;
+    f->cfg->ntowns = 1;
+    bridge_burst(f, "alpha", 0, BURST);
+    assert_true(xlen(f, "tt:alpha:events") <= 1100);
+    assert_int_equal(xlen(f, "ttb:alpha:outbox"), BURST);
+    /* tinytown's stream: the newest entries, two fields each, same ids and bytes. */
+    redisReply *r = redisCommand(f->rc, "XRANGE tt:alpha:events - +");
+    written_t w = {0};
+    outbox_entries(f, &w, "alpha");
+    size_t off = w.n - r->elements;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        assert_string_equal(e->element[0]->str, w.ids[off + i]);
+        assert_int_equal(e->element[1]->elements, 4);
+        assert_string_equal(e->element[1]->element[0]->str, "event_type");
+        assert_string_equal(e->element[1]->element[2]->str, "data");
+        assert_string_equal(e->element[1]->element[3]->str, w.data[off + i]);
+    }
+    freeReplyObject(r);
+
+    int64_t t0 = now_ms();
+    ttb_relay_t *relay = relay_start(f);
+    wait_records(f, BURST);
+    print_message("%d bridge events relayed in %lld ms\n", BURST, (long long)(now_ms() - t0));
+    wait_value(f, "ttb:alpha:relay:cursor", w.ids[BURST - 1]);
+    char *ord = redis_get(f, "ttb:alpha:relay:cursor:ordinal");
+    assert_int_equal(atoi(ord), BURST);
+    free(ord);
+    consume(f, 200);
+    assert_records_are(f, &w);
+    for (size_t i = 0; i < f->nrecs; i++) {
+        assert_non_null(strstr(f->recs[i].value, f->recs[i].key)); /* keyed by agent id */
+        assert_string_equal(f->recs[i].type, "agent_state_changed");
+    }
+    int64_t deadline = now_ms() + WAIT_MS;
+    while (xlen(f, "ttb:alpha:outbox") > 0 && now_ms() < deadline) consume(f, 20);
+    assert_int_equal(xlen(f, "ttb:alpha:outbox"), 0);
+    assert_int_equal(atomic_load(&ttb_metrics.relay_gaps), 0);
+    ttb_relay_free(relay);
+    written_free(&w);
+}
+
+/* tinytown's entries and the bridge's, interleaved, most of both trimmed
+ * from tt:{town}:events before the relay gets to them: the bridge's all
+ * arrive, tinytown's untrimmed ones too, everything in stream order, and the
+ * gap reports count exactly tinytown's lost entries, one per stretch. */
+static void test_gap_counts_only_tinytowns_entries(void **state) {
+    fixture_t *f = *state;
+    f->cfg->ntowns = 1;
+    written_t w = {0}, mine = {0};
+    ttb_relay_t *relay = relay_start(f);
+    write_events(f, &w, "alpha", 10);
+    wait_records(f, 10);
+    wait_value(f, "ttb:alpha:relay:cursor", w.ids[9]);
+    ttb_relay_free(relay);
+
+    write_events(f, &w, "alpha", 1500);      /* all trimmed */
+    bridge_burst(f, "alpha", 0, 400);        /* all trimmed from tt:, kept in the outbox */
+    outbox_entries(f, &mine, "alpha");
+    write_events(f, &w, "alpha", 1500);      /* the older part trimmed */
+    redisReply *r = redisCommand(f->rc, "XRANGE tt:alpha:events - + COUNT 1");
+    char *first = strdup(r->element[0]->element[0]->str);
+    freeReplyObject(r);
+    size_t kept = (size_t)xlen(f, "tt:alpha:events");
+    size_t lost_after = 1500 - kept;
+
+    /* Expected: the 10, the bridge's 400, tinytown's untrimmed tail. */
+    char path[64];
+    int saved = stderr_begin(path, sizeof(path));
+    relay = relay_start(f);
+    wait_records(f, 10 + 400 + kept);
+    consume(f, 200);
+    ttb_relay_free(relay);
+    char *log = stderr_end(saved, path);
+
+    assert_int_equal(f->nrecs, 10 + 400 + kept);
+    for (size_t i = 0; i < 400; i++) {
+        assert_string_equal(f->recs[10 + i].id, mine.ids[i]);
+        assert_string_equal(f->recs[10 + i].value, mine.data[i]);
+    }
+    for (size_t i = 0; i < kept; i++) {
+        assert_string_equal(f->recs[410 + i].id, w.ids[w.n - kept + i]);
+        assert_string_equal(f->recs[410 + i].value, w.data[w.n - kept + i]);
+    }
+    assert_int_equal(atomic_load(&ttb_metrics.relay_gaps), 2);
+    char want_line[256];
+    snprintf(want_line, sizeof(want_line), "expected_after=%s first_available=%s missing=1500",
+             w.ids[9], mine.ids[0]);
+    if (!strstr(log, want_line)) fail_msg("no line with \"%s\"", want_line);
+    snprintf(want_line, sizeof(want_line), "expected_after=%s first_available=%s missing=%zu",
+             mine.ids[399], first, lost_after);
+    if (!strstr(log, want_line)) fail_msg("no line with \"%s\"", want_line);
+    free(first);
+    free(log);
+    written_free(&w);
+    written_free(&mine);
+}
+
+/* The broker away during a burst, the relay stopped meanwhile (its
+ * in-flight entries never acknowledged): the next relay starts at the
+ * cursor and the outbox still has everything after it. */
+static void test_burst_survives_broker_outage_and_restart(void **state) {
+    fixture_t *f = *state;
+    f->cfg->ntowns = 1;
+    f->cfg->shutdown_timeout_ms = 300;
+    written_t w = {0};
+    ttb_relay_t *relay = relay_start(f);
+    bridge_burst(f, "alpha", 0, 5);
+    outbox_entries(f, &w, "alpha");
+    wait_records(f, 5);
+    wait_value(f, "ttb:alpha:relay:cursor", w.ids[4]);
+    rd_kafka_mock_broker_set_down(f->mc, 1);
+    bridge_burst(f, "alpha", 5, 2500);
+    ttb_relay_free(relay);
+    char *cursor = redis_get(f, "ttb:alpha:relay:cursor");
+    assert_string_equal(cursor, w.ids[4]);
+    free(cursor);
+    assert_int_equal(xlen(f, "ttb:alpha:outbox"), 2500);
+    outbox_entries(f, &w, "alpha");
+    rd_kafka_mock_broker_set_up(f->mc, 1);
+    relay = relay_start(f);
+    wait_ids(f, w.ids, w.n);
+    wait_value(f, "ttb:alpha:relay:cursor", w.ids[w.n - 1]);
+    consume(f, 200);
+    ttb_relay_free(relay);
+    /* Repeats (produced before the outage, never acknowledged) are allowed;
+     * the first sightings are the stream, in order. */
+    size_t next = 0;
+    for (size_t i = 0; i < f->nrecs && next < w.n; i++)
+        if (strcmp(f->recs[i].id, w.ids[next]) == 0) next++;
+        else assert_true(id_cmp(f->recs[i].id, w.ids[next]) < 0);
+    assert_int_equal(next, w.n);
+    assert_int_equal(atomic_load(&ttb_metrics.relay_gaps), 0);
+    written_free(&w);
+}
+
+/* tinytown's stream deleted and recreated with lower ids (a reset, a clock
+ * that went back) while the outbox holds entries: the bridge's next event
+ * still gets an id after the outbox's last, so the script writes it whole
+ * and the relay forwards everything once, in order. */
+static void test_outbox_ids_keep_growing_after_stream_reset(void **state) {
+    fixture_t *f = *state;
+    f->cfg->ntowns = 1;
+    written_t w = {0};
+    bridge_burst(f, "alpha", 0, 3);
+    redisReply *r = redisCommand(f->rc, "DEL tt:alpha:events");
+    freeReplyObject(r);
+    r = redisCommand(f->rc, "XADD tt:alpha:events 1-1 event_type mission_event data {}");
+    freeReplyObject(r);
+    bridge_burst(f, "alpha", 3, 2);
+    outbox_entries(f, &w, "alpha");
+    assert_int_equal(w.n, 5);
+    for (size_t i = 1; i < w.n; i++) assert_true(id_cmp(w.ids[i - 1], w.ids[i]) < 0);
+    /* The same ids in tinytown's stream: the old one's gone, the new ones there. */
+    r = redisCommand(f->rc, "XRANGE tt:alpha:events - +");
+    assert_int_equal(r->elements, 3);
+    assert_string_equal(r->element[1]->element[0]->str, w.ids[3]);
+    assert_string_equal(r->element[2]->element[0]->str, w.ids[4]);
+    freeReplyObject(r);
+    ttb_relay_t *relay = relay_start(f);
+    wait_records(f, 6);
+    wait_value(f, "ttb:alpha:relay:cursor", w.ids[4]);
+    consume(f, 200);
+    ttb_relay_free(relay);
+    /* Stream order is id order: the foreign 1-1 comes first. */
+    assert_int_equal(f->nrecs, 6);
+    assert_string_equal(f->recs[0].id, "1-1");
+    for (size_t i = 0; i < w.n; i++) {
+        assert_string_equal(f->recs[1 + i].id, w.ids[i]);
+        assert_string_equal(f->recs[1 + i].value, w.data[i]);
+    }
+    written_free(&w);
+}
+
+/* The outbox key holding something else: the bridge's scripts refuse before
+ * their first write (the agent is not recorded, no event anywhere). */
+static void test_outbox_of_wrong_type_refuses_before_writing(void **state) {
+    fixture_t *f = *state;
+    redisReply *r = redisCommand(f->rc, "SET ttb:alpha:outbox oops");
+    freeReplyObject(r);
+    r = redisCommand(f->rc, "HSET tt:alpha:agent:a1 id a1 state working");
+    freeReplyObject(r);
+    r = redisCommand(f->rc, "HSET ttb:alpha:observed a1 idle");
+    freeReplyObject(r);
+    r = redisCommand(f->rc, "EVAL %b 0 check alpha 2026-11-24T06:51:00Z a1", ttb_lua_capture,
+                     ttb_lua_capture_len);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_non_null(strstr(r->str, "ttb:alpha:outbox holds a string"));
+    freeReplyObject(r);
+    assert_int_equal(xlen(f, "tt:alpha:events"), 0);
+    char *seen = NULL;
+    r = redisCommand(f->rc, "HGET ttb:alpha:observed a1");
+    seen = strdup(r->str);
+    freeReplyObject(r);
+    assert_string_equal(seen, "idle");
+    free(seen);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_forwards_every_entry_in_order, setup, teardown),
@@ -726,6 +1022,14 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_delivery_failure_is_retried_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_without_acks_keeps_cursor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_outage_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bridge_burst_arrives_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gap_counts_only_tinytowns_entries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_burst_survives_broker_outage_and_restart, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_ids_keep_growing_after_stream_reset, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_of_wrong_type_refuses_before_writing, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
