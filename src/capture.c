@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * State capture: agent state changes made by anyone but the bridge, turned
- * into `agent_state_changed` events in the town stream (and from there, by
- * the relay, into Kafka).
+ * into `agent_state_changed` events in the town stream and the bridge's
+ * outbox (and from there, by the relay, into Kafka: however many changes are
+ * captured at once, none is lost to tinytown's MAXLEN; docs/events.md).
  *
  * tinytown's agent loops move an agent between idle and working by writing
  * the hash, without an event. The bridge keeps, per town, the last state it

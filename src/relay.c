@@ -1,26 +1,34 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The event relay: each allowed town's `tt:{town}:events` stream, entry by
- * entry and in stream order, to the events topic.
+ * The event relay: each allowed town's events, entry by entry and in stream
+ * order, to the events topic (docs/events.md).
+ *
+ * A town's events live in two streams that share one id space: tinytown's
+ * `tt:{town}:events` (capped by tinytown at about 1,000 entries) and the
+ * bridge's outbox `ttb:{town}:outbox`, where every event a bridge script
+ * writes is kept, under the id it got in tt:{town}:events, until Kafka has
+ * acknowledged it. Each read merges both in id order (relay.lua): bridge
+ * events come whole however large the burst, tinytown's own come from its
+ * stream while they are there.
  *
  * One thread owns a Redis connection and an idempotent producer. A town is
  * relayed by one bridge at a time: whoever holds its lease in Redis (renewed
- * while alive, taken over once it expires). The holder reads the stream from
- * the town's cursor, produces every entry, and tracks what is in flight in
+ * while alive, taken over once it expires). The holder reads from the
+ * town's cursor, produces every entry, and tracks what is in flight in
  * stream order; the cursor only ever moves to an entry that Kafka has
- * acknowledged together with everything before it, and it is written by a
- * script that first checks the lease, so a holder that lost the town cannot
- * move it. After a crash or a takeover the next holder resumes at the cursor:
- * nothing is skipped, and only what was produced but not yet acknowledged is
- * produced again.
+ * acknowledged together with everything before it, and it is written (and
+ * the outbox trimmed up to it) by a script that first checks the lease, so a
+ * holder that lost the town can do neither. After a crash or a takeover the
+ * next holder resumes at the cursor: nothing is skipped, and only what was
+ * produced but not yet acknowledged is produced again, under the same ids.
  *
- * Streams are capped (tinytown's MAXLEN ~ 1000), so entries can be trimmed
- * before the relay reads them, for instance while Kafka is down for long.
- * Every read returns, atomically with the entries, how many entries the
- * stream ever received and how many it holds; the difference is what left
- * it, and comparing that with the ordinal of the relay's position says
- * whether any of it was never relayed. Such a gap is logged and counted, and
- * the relay carries on from the oldest entry left.
+ * tinytown's own entries can be trimmed before the relay reads them, for
+ * instance while Kafka is down for long. Every entry read comes with its
+ * ordinal in tt:{town}:events (how many entries the stream had received
+ * when it was added); consecutive entries whose ordinals are not consecutive
+ * had entries between them that left the stream unread and were never in
+ * the outbox. Such a gap is logged with its size and counted, and the relay
+ * carries on.
  *
  * @locality the public functions run on the caller's thread; everything else,
  * librdkafka callbacks included (they are served by rd_kafka_poll), on the

@@ -1,15 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /**
  * @file relay.h
- * @brief Event relay: every entry of each allowed town's `tt:{town}:events`
- *        stream to the events topic, in order, resumable, once per town.
+ * @brief Event relay: each allowed town's events to the events topic, in
+ *        stream order, resumable, once per town, none of the bridge's lost.
  *
  * Runs in its own thread with its own Redis connection and Kafka producer.
  * Per town it holds a lease in Redis (so that among several bridges exactly
- * one relays a town), reads the stream from a persisted cursor, produces each
- * entry (value = the entry's `data`, byte for byte; key = agent id or town;
- * headers tt-town, tt-event-id, tt-event-type, plus CloudEvents headers when
- * configured), and advances the cursor only past entries Kafka acknowledged.
+ * one relays a town), reads from a persisted cursor the merge of
+ * `tt:{town}:events` (tinytown's stream, capped by tinytown) and
+ * `ttb:{town}:outbox` (every event a bridge wrote, kept under the same id
+ * until Kafka acknowledged it), produces each entry (value = the entry's
+ * `data`, byte for byte; key = agent id or town; headers tt-town,
+ * tt-event-id, tt-event-type, plus CloudEvents headers when configured),
+ * advances the cursor only past entries Kafka acknowledged and trims the
+ * outbox up to it. tinytown's own entries trimmed before they were read are
+ * logged and counted as a gap (docs/events.md).
  */
 #ifndef TINYTOWN_BRIDGE_RELAY_H
 #define TINYTOWN_BRIDGE_RELAY_H

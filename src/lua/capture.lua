@@ -8,6 +8,8 @@
 -- one script is what keeps a transition from being reported twice: a second
 -- bridge, or a notification and a reconcile racing each other, find the
 -- record already updated and do nothing.
+-- Events go through emit() like every script's: tinytown's streams and the
+-- bridge's outbox, so a burst of thousands reaches Kafka whole.
 --
 -- ARGV: mode ("check", or "baseline" for a town seen for the first time:
 --       agents not yet recorded are recorded without an event), town,
