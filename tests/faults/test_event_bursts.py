@@ -17,16 +17,18 @@ kafka-python and python3-redis:
   bridge events written meanwhile included;
 - the relaying bridge SIGKILLed mid-burst: a second bridge takes over the
   lease and nothing is lost (repeats carry the same id and bytes).
+- an outbox key of the wrong type refuses every change before its first write.
 """
 import json
 import re
+import subprocess
 import time
 import uuid
 
 from kafka import KafkaConsumer, TopicPartition
 
-from bridge_harness import Stack
-from harness import mock_kafka_only, run_tests, wait_until
+from bridge_harness import Stack, bridge_path
+from harness import RedisServer, mock_kafka_only, run_tests, wait_until
 
 T0 = "2026-11-24T06:51:00+00:00"
 BURST = 3000
@@ -345,6 +347,44 @@ def test_relay_takeover_after_sigkill_mid_burst_loses_nothing():
               % (len(gone), BURST), flush=True)
         assert b.stop() == 0
         ev.close()
+
+
+def apply_lines(redis_url, lines):
+    """`tinytown-bridge apply`: commands straight through Redis, no Kafka."""
+    p = subprocess.run([bridge_path(), "--set", "redis.url=" + redis_url,
+                        "--set", "bridge.towns=demo", "--set", "bridge.default_town=demo",
+                        "apply"], input="\n".join(json.dumps(l) for l in lines) + "\n",
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+
+def test_outbox_of_wrong_type_refuses_every_change_before_writing():
+    """The outbox is checked with the other keys a script may write: one
+    holding something else refuses the command, and Redis is left as it was
+    apart from the command's idempotency record."""
+    with RedisServer() as rs:
+        r = rs.client()
+        res = apply_lines(rs.url, [{"id": "s-a", "op": "spawn", "args": {"name": "a"}},
+                                   {"id": "s-b", "op": "spawn", "args": {"name": "b"}},
+                                   {"id": "k-b", "op": "kill", "args": {"agent": "b"}}])
+        assert all(d["ok"] for d in res), res
+        r.delete("ttb:demo:outbox")
+        r.set("ttb:demo:outbox", "wrong type")
+        cmds = [{"id": "c-spawn", "op": "spawn", "args": {"name": "c"}},
+                {"id": "c-int", "op": "interrupt", "args": {"agent": "a"}},
+                {"id": "c-kill", "op": "kill", "args": {"agent": "a"}},
+                {"id": "c-stopall", "op": "stop_all"},
+                {"id": "c-prune", "op": "prune"}]
+        for cmd in cmds:
+            before = {k: r.dump(k) for k in r.scan_iter("*")}
+            [doc] = apply_lines(rs.url, [cmd])
+            assert doc["ok"] is False and doc["error"]["code"] == "internal", doc
+            assert "ttb:demo:outbox" in doc["error"]["message"], doc
+            after = {k: r.dump(k) for k in r.scan_iter("*")}
+            changed = sorted(k.decode() for k in set(before) | set(after)
+                             if before.get(k) != after.get(k))
+            assert all(k.startswith("ttb:demo:cmds") for k in changed), (cmd, changed)
 
 
 run_tests(globals())
