@@ -46,7 +46,12 @@ typedef struct record {
     bool done;         /* ... and acknowledged */
     bool orphaned;     /* its partition was revoked: free when acknowledged */
     ttb_wait_t *wait;  /* a pending `wait`: its entry in the waits index */
+    unsigned failed;   /* FAIL_* pieces Kafka refused, to produce again */
+    rd_kafka_resp_err_t last_err;
+    bool in_retry;     /* on the bridge's retry list */
 } record_t;
+
+enum { FAIL_RESULT = 1, FAIL_DLQ = 2 };
 
 typedef struct partition {
     bool active;
@@ -67,6 +72,11 @@ struct ttb_bridge {
 
     record_t **stalled; /* parsed commands waiting for Redis */
     size_t nstalled, capstalled;
+    record_t **retry;        /* records with a delivery to make again */
+    size_t nretry, capretry;
+    ttb_backoff_t kafka_backoff;
+    bool delivery_failing;
+    size_t max_result_bytes; /* what the results topic and the producer accept */
     ttb_waits_t *waits;      /* pending `wait`s, by agent */
     redisContext *watch;     /* keyspace notifications of agent keys, for waits */
     char **watch_patterns;   /* one per town: __keyspace@<db>__:tt:<town>:agent:* */
@@ -152,28 +162,56 @@ static void fail_fatal(ttb_bridge_t *b, const char *msg, const char *detail) {
 
 static void record_delivered(ttb_bridge_t *b, record_t *r);
 
+/* Kafka refused the record for what it is: retrying it cannot help. */
+static bool err_is_size(rd_kafka_resp_err_t err) {
+    return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+           err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE ||
+           err == RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE || err == RD_KAFKA_RESP_ERR_INVALID_RECORD;
+}
+
+/* One delivery of @p r failed: it is retried (or, refused for its size,
+ * answered too_large) by retry_deliveries(), never the end of the bridge. */
+static void delivery_failed(ttb_bridge_t *b, record_t *r, unsigned piece,
+                            rd_kafka_resp_err_t err) {
+    r->failed |= piece;
+    r->last_err = err;
+    if (!err_is_size(err)) {
+        if (!b->delivery_failing)
+            ttb_log_warn("kafka refused a record; retrying", "topic",
+                         piece == FAIL_RESULT ? b->config->results_topic : b->config->dlq_topic,
+                         "error", rd_kafka_err2str(err));
+        b->delivery_failing = true;
+        ttb_metrics.kafka_delivery_failing = true;
+        ttb_backoff_fail(&b->kafka_backoff);
+    }
+    if (!r->in_retry && !push_ptr(&b->retry, &b->nretry, &b->capretry, r)) r->in_retry = true;
+    if (!r->in_retry) fail_fatal(b, "out of memory", "a delivery to retry");
+}
+
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     ttb_bridge_t *b = opaque;
     record_t *r = m->_private;
     if (!r) return;
-    if (m->err) {
-        /* The idempotent producer retried until message.timeout.ms; the
-         * record stays unacknowledged and its offset unstored, so stopping
-         * here and starting again delivers it anew. (Purged messages are
-         * ours, dropped on the way out: no news.) */
-        if (m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
-            fail_fatal(b, "delivery failed", rd_kafka_err2str(m->err));
-        r->deliveries--;
-        if (r->orphaned && r->deliveries == 0) record_free(r);
-        return;
-    }
     r->deliveries--;
     if (r->orphaned) {
         if (r->deliveries == 0) record_free(r);
         return;
     }
-    if (r->deliveries == 0 && r->produced) record_delivered(b, r);
+    if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+        return; /* ours, dropped on the way out: the offset stays unstored */
+    if (m->err) {
+        bool result = strcmp(rd_kafka_topic_name(m->rkt), b->config->results_topic) == 0;
+        delivery_failed(b, r, result ? FAIL_RESULT : FAIL_DLQ, m->err);
+        return;
+    }
+    if (b->delivery_failing) {
+        ttb_log_info("kafka accepts records again");
+        b->delivery_failing = false;
+        ttb_metrics.kafka_delivery_failing = false;
+        ttb_backoff_reset(&b->kafka_backoff);
+    }
+    if (r->deliveries == 0 && r->produced && !r->in_retry) record_delivered(b, r);
 }
 
 /* Produces with the queue-full retry every producer needs; takes @p hdrs. */
@@ -187,7 +225,7 @@ static rd_kafka_resp_err_t produce(ttb_bridge_t *b, const char *topic, const voi
             if (!err) r->deliveries++;
             return err;
         }
-        if (attempt >= 600) { /* a minute of a full queue: the broker is gone */
+        if (attempt >= 50) { /* five seconds of a full queue: retried later */
             rd_kafka_headers_destroy(hdrs);
             return err;
         }
@@ -200,7 +238,36 @@ static const char *record_op(const record_t *r) {
     return r->cmd.op_name;
 }
 
+/* Replaces the result of @p r with a too_large error that says why. */
+static int record_too_large(record_t *r, const char *why) {
+    char msg[384];
+    bool applied = r->parse_code == TTB_CODE_OK && ttb_op_is_mutating(r->cmd.op) &&
+                   r->out.code == TTB_CODE_OK;
+    snprintf(msg, sizeof(msg),
+             "the result has %zu bytes, %s%s; for listings, ask for pages (args.limit, "
+             "args.after)",
+             r->out.record_len, why, applied ? " (the change itself was applied)" : "");
+    ttb_result_t res = {.id = r->cmd.id, .town = r->cmd.town, .op = record_op(r),
+                        .code = TTB_CODE_TOO_LARGE, .message = msg,
+                        .applied_at = ttb_time_now()};
+    size_t len;
+    char *record = ttb_result_encode(&res, &len);
+    if (!record) return TTB_ERR_NOMEM;
+    ttb_log_warn("result too large for Kafka", "id", r->cmd.id, "why", msg);
+    free(r->out.record);
+    r->out.code = TTB_CODE_TOO_LARGE;
+    r->out.record = record;
+    r->out.record_len = len;
+    return 0;
+}
+
 static int produce_result(ttb_bridge_t *b, record_t *r) {
+    if (r->out.code != TTB_CODE_TOO_LARGE && r->out.record_len > b->max_result_bytes) {
+        char why[128];
+        snprintf(why, sizeof(why), "more than the %zu Kafka accepts on %s", b->max_result_bytes,
+                 b->config->results_topic);
+        if (record_too_large(r, why)) return TTB_ERR_NOMEM;
+    }
     rd_kafka_headers_t *h = rd_kafka_headers_new(4);
     const char *op = record_op(r);
     if (r->cmd.id) ttb_kafka_header(h, "tt-command-id", r->cmd.id);
@@ -210,26 +277,12 @@ static int produce_result(ttb_bridge_t *b, record_t *r) {
     rd_kafka_resp_err_t err =
         produce(b, b->config->results_topic, r->cmd.id, r->cmd.id ? strlen(r->cmd.id) : 0,
                 r->out.record, r->out.record_len, h, r);
-    if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
-        /* A result bigger than the producer may send: say so instead. */
-        char msg[256];
-        snprintf(msg, sizeof(msg),
-                 "the result has %zu bytes, more than Kafka accepts (message.max.bytes)",
-                 r->out.record_len);
-        ttb_result_t res = {.id = r->cmd.id, .town = r->cmd.town, .op = op,
-                            .code = TTB_CODE_TOO_LARGE, .message = msg,
-                            .applied_at = ttb_time_now()};
-        free(r->out.record);
-        r->out.code = TTB_CODE_TOO_LARGE;
-        r->out.record = ttb_result_encode(&res, &r->out.record_len);
-        if (!r->out.record) return TTB_ERR_NOMEM;
-        ttb_log_warn("result too large for Kafka", "id", r->cmd.id, "bytes", msg);
+    if (err_is_size(err) && r->out.code != TTB_CODE_TOO_LARGE) {
+        if (record_too_large(r, "more than the producer may send (message.max.bytes)"))
+            return TTB_ERR_NOMEM;
         return produce_result(b, r);
     }
-    if (err) {
-        fail_fatal(b, "cannot produce a result", rd_kafka_err2str(err));
-        return TTB_ERR_IO;
-    }
+    if (err) delivery_failed(b, r, FAIL_RESULT, err);
     return 0;
 }
 
@@ -245,12 +298,51 @@ static int produce_dead_letter(ttb_bridge_t *b, record_t *r) {
     ttb_kafka_header(h, "tt-source-offset", offset);
     rd_kafka_resp_err_t err = produce(b, b->config->dlq_topic, r->has_key ? r->key : NULL,
                                       r->key_len, r->value, r->value_len, h, r);
-    if (err) {
-        fail_fatal(b, "cannot produce a dead letter", rd_kafka_err2str(err));
-        return TTB_ERR_IO;
-    }
-    ttb_metrics.dead_letters++;
+    if (err) delivery_failed(b, r, FAIL_DLQ, err);
+    else ttb_metrics.dead_letters++;
     return 0;
+}
+
+/* Produces again what Kafka refused: a result refused for its size becomes
+ * a too_large answer; a dead letter refused for its size is given up (the
+ * command still has its error result; the loss is logged and counted);
+ * anything else is retried with backoff, for as long as it takes. */
+static void retry_deliveries(ttb_bridge_t *b) {
+    if (b->nretry == 0) return;
+    bool due = ttb_backoff_due(&b->kafka_backoff);
+    /* Work on the list as it is now: what fails again is queued afresh. */
+    record_t **list = b->retry;
+    size_t n = b->nretry;
+    b->retry = NULL;
+    b->nretry = b->capretry = 0;
+    for (size_t i = 0; i < n; i++) {
+        record_t *r = list[i];
+        r->in_retry = false;
+        /* A too_large answer refused for its size is odd (a few hundred
+         * bytes): retried with backoff like any other refusal, not re-made. */
+        bool size = err_is_size(r->last_err) &&
+                    !((r->failed & FAIL_RESULT) && r->out.code == TTB_CODE_TOO_LARGE);
+        if (!size && !due) {
+            if (push_ptr(&b->retry, &b->nretry, &b->capretry, r))
+                fail_fatal(b, "out of memory", "a delivery to retry");
+            r->in_retry = true;
+            continue;
+        }
+        unsigned failed = r->failed;
+        r->failed = 0;
+        if ((failed & FAIL_RESULT) && size && record_too_large(r, "more than the broker accepts"))
+            fail_fatal(b, "out of memory", "a too_large result");
+        if (failed & FAIL_RESULT) produce_result(b, r);
+        if ((failed & FAIL_DLQ) && size) {
+            ttb_log_warn("dead letter refused by kafka for its size; not retried", "id",
+                         r->cmd.id ? r->cmd.id : "", "error", rd_kafka_err2str(r->last_err));
+            ttb_metrics.dead_letters_dropped++;
+        } else if (failed & FAIL_DLQ) {
+            produce_dead_letter(b, r);
+        }
+        if (!r->in_retry && r->deliveries == 0 && r->produced) record_delivered(b, r);
+    }
+    free(list);
 }
 
 /* Everything a finished record must produce. */
@@ -264,12 +356,14 @@ static void record_finish(ttb_bridge_t *b, record_t *r) {
                       "status", ttb_code_name(r->out.code), "replayed",
                       r->out.replayed ? "true" : "false", "partition", part, "offset", off);
     }
-    if (produce_result(b, r)) return;
-    if (r->parse_code != TTB_CODE_OK && ttb_code_is_dead_letter(r->parse_code) &&
-        produce_dead_letter(b, r))
+    if (produce_result(b, r)) {
+        fail_fatal(b, "out of memory", "a result");
         return;
+    }
+    if (r->parse_code != TTB_CODE_OK && ttb_code_is_dead_letter(r->parse_code))
+        produce_dead_letter(b, r);
     r->produced = true;
-    if (r->deliveries == 0) record_delivered(b, r);
+    if (r->deliveries == 0 && !r->in_retry) record_delivered(b, r);
 }
 
 static void record_delivered(ttb_bridge_t *b, record_t *r) {
@@ -323,6 +417,7 @@ static void partition_release(ttb_bridge_t *b, int32_t p) {
     partition_t *pt = partition_get(b, p);
     if (!pt) return;
     drop_from(b->stalled, &b->nstalled, p);
+    drop_from(b->retry, &b->nretry, p);
     for (ttb_wait_t *e = ttb_waits_next(b->waits, NULL), *next; e; e = next) {
         next = ttb_waits_next(b->waits, e);
         record_t *r = ttb_wait_item(e);
@@ -762,6 +857,7 @@ ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t er
     b->config = config;
     ttb_config_policy(config, &b->policy);
     ttb_backoff_init(&b->redis_backoff, 100, config->redis_backoff_max_ms);
+    ttb_backoff_init(&b->kafka_backoff, 200, 10000);
     b->waits = ttb_waits_new(config->wait_check_interval_ms);
     b->watch_patterns = calloc(config->ntowns ? config->ntowns : 1, sizeof(*b->watch_patterns));
     if (!b->waits || !b->watch_patterns) {
@@ -842,6 +938,7 @@ void ttb_bridge_free(ttb_bridge_t *b) {
     }
     free(b->parts);
     free(b->stalled);
+    free(b->retry);
     ttb_waits_free(b->waits);
     if (b->watch) redisFree(b->watch);
     for (size_t i = 0; b->watch_patterns && i < b->config->ntowns; i++) free(b->watch_patterns[i]);
@@ -940,6 +1037,14 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
         ttb_metrics.redis_up = true;
     }
 
+    bool from_topic = false;
+    b->max_result_bytes =
+        ttb_kafka_max_record_bytes(b->producer, c->results_topic, 3000, &from_topic);
+    char limit[32];
+    snprintf(limit, sizeof(limit), "%zu", b->max_result_bytes);
+    ttb_log_info("largest result record", "bytes", limit, "topic", c->results_topic, "source",
+                 from_topic ? "topic max.message.bytes" : "producer message.max.bytes");
+
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, c->commands_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t kerr = rd_kafka_subscribe(b->consumer, topics);
@@ -977,6 +1082,7 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
         apply_stalled(b);
         redis_tick(b);
         rd_kafka_poll(b->producer, 0);
+        retry_deliveries(b);
         check_waits(b);
         store_offsets(b);
         if (now_us() >= b->next_lag_us) {

@@ -28,6 +28,9 @@ enum {
     ARG_AGENT = 1u << 6,
     ARG_TIMEOUT_MS = 1u << 7,
     ARG_ALL = 1u << 8,
+    ARG_LIMIT = 1u << 9,
+    ARG_AFTER = 1u << 10,
+    ARG_PAGE = ARG_LIMIT | ARG_AFTER,
 };
 
 static const struct {
@@ -38,7 +41,8 @@ static const struct {
     {"role_id", ARG_ROLE_ID},   {"nickname", ARG_NICKNAME},
     {"parent", ARG_PARENT},     {"spawn_mode", ARG_SPAWN_MODE},
     {"agent", ARG_AGENT},       {"timeout_ms", ARG_TIMEOUT_MS},
-    {"all", ARG_ALL},
+    {"all", ARG_ALL},           {"limit", ARG_LIMIT},
+    {"after", ARG_AFTER},
 };
 
 typedef struct op_row {
@@ -51,13 +55,13 @@ static const op_row_t op_rows[TTB_OP__COUNT] = {
     [TTB_OP_SPAWN] = {"spawn", true,
                       ARG_NAME | ARG_CLI | ARG_ROLE_ID | ARG_NICKNAME | ARG_PARENT |
                           ARG_SPAWN_MODE},
-    [TTB_OP_LIST] = {"list", false, 0},
-    [TTB_OP_LIST_OPEN] = {"list_open", false, 0},
-    [TTB_OP_STATUS] = {"status", false, 0},
+    [TTB_OP_LIST] = {"list", false, ARG_PAGE},
+    [TTB_OP_LIST_OPEN] = {"list_open", false, ARG_PAGE},
+    [TTB_OP_STATUS] = {"status", false, ARG_PAGE},
     [TTB_OP_KILL] = {"kill", true, ARG_AGENT},
-    [TTB_OP_STOP_ALL] = {"stop_all", true, 0},
+    [TTB_OP_STOP_ALL] = {"stop_all", true, ARG_PAGE},
     [TTB_OP_RESTART] = {"restart", true, ARG_AGENT},
-    [TTB_OP_PRUNE] = {"prune", true, ARG_ALL},
+    [TTB_OP_PRUNE] = {"prune", true, ARG_ALL | ARG_PAGE},
     [TTB_OP_INTERRUPT] = {"interrupt", true, ARG_AGENT},
     [TTB_OP_RESUME] = {"resume", true, ARG_AGENT},
     [TTB_OP_CLOSE] = {"close", true, ARG_AGENT},
@@ -467,6 +471,34 @@ static void parse_wait_timeout(parse_ctx_t *ctx, json_t *args) {
     ctx->cmd->timeout_ms = t > max ? max : t;
 }
 
+/* limit: 1..TTB_CMD_LIMIT_MAX agents; after: a listing's `next`, which is
+ * "<created_at>/<id>" of the last agent it returned. */
+static void parse_page(parse_ctx_t *ctx, json_t *args) {
+    json_t *v = arg_get(args, "limit");
+    if (v != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > TTB_CMD_LIMIT_MAX) {
+            ctx_fail(ctx, TTB_CODE_INVALID_COMMAND,
+                     "args.limit must be an integer from 1 to %d", TTB_CMD_LIMIT_MAX);
+            return;
+        }
+        ctx->cmd->limit = (size_t)json_integer_value(v);
+    }
+    size_t len = 0;
+    const char *s = arg_string(ctx, args, "after", false, &len);
+    if (s == NULL) return;
+    const char *slash = len > TTB_UUID_BUFSZ ? s + len - TTB_UUID_BUFSZ : NULL;
+    if (!slash || *slash != '/' || !ttb_uuid_is_canonical(slash + 1, TTB_UUID_BUFSZ - 1) ||
+        ttb_time_parse(s, (size_t)(slash - s), &ctx->cmd->after_created)) {
+        ctx_fail(ctx, TTB_CODE_INVALID_COMMAND,
+                 "args.after must be the `next` of an earlier page (\"<created_at>/<id>\")");
+        return;
+    }
+    memcpy(ctx->cmd->after_id, slash + 1, TTB_UUID_BUFSZ - 1);
+    ctx->cmd->after_id[TTB_UUID_BUFSZ - 1] = '\0';
+    ctx->cmd->has_after = true;
+}
+
 static void parse_args(parse_ctx_t *ctx, json_t *root) {
     ttb_op_t op = ctx->cmd->op;
     json_t *args = json_object_get(root, "args");
@@ -495,6 +527,7 @@ static void parse_args(parse_ctx_t *ctx, json_t *root) {
         }
         ctx->cmd->all = v != NULL && json_is_true(v);
     }
+    if (takes & ARG_PAGE) parse_page(ctx, args);
 }
 
 /* ---- the record ----------------------------------------------------------- */

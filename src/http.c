@@ -85,11 +85,15 @@ static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, con
 static enum MHD_Result serve_readyz(struct MHD_Connection *conn) {
     bool redis = atomic_load_explicit(&ttb_metrics.redis_up, memory_order_relaxed);
     bool kafka = atomic_load_explicit(&ttb_metrics.assigned, memory_order_relaxed);
-    if (redis && kafka) return respond(conn, MHD_HTTP_OK, "application/json", "{\"ready\":true}\n");
-    char body[128];
-    snprintf(body, sizeof(body), "{\"ready\":false,\"missing\":[%s%s%s]}\n",
+    bool delivering = !atomic_load_explicit(&ttb_metrics.kafka_delivery_failing,
+                                            memory_order_relaxed);
+    if (redis && kafka && delivering)
+        return respond(conn, MHD_HTTP_OK, "application/json", "{\"ready\":true}\n");
+    char body[160];
+    snprintf(body, sizeof(body), "{\"ready\":false,\"missing\":[%s%s%s%s%s]}\n",
              redis ? "" : "\"redis\"", !redis && !kafka ? "," : "",
-             kafka ? "" : "\"kafka_assignment\"");
+             kafka ? "" : "\"kafka_assignment\"", (!redis || !kafka) && !delivering ? "," : "",
+             delivering ? "" : "\"kafka_delivery\"");
     return respond(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", body);
 }
 

@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tinytown_bridge/error.h"
@@ -43,8 +44,6 @@ rd_kafka_conf_t *ttb_kafka_conf(const ttb_config_t *config, ttb_kafka_role_t rol
         {"enable.idempotence", "true"},
         {"acks", "all"},
         {"linger.ms", "2"},
-        /* listings of big towns make big results; brokers still cap them */
-        {"message.max.bytes", "10000000"},
     };
     static const char *const consumer_defaults[][2] = {
         {"enable.auto.commit", "true"},
@@ -74,6 +73,63 @@ rd_kafka_conf_t *ttb_kafka_conf(const ttb_config_t *config, ttb_kafka_role_t rol
         return NULL;
     }
     return conf;
+}
+
+/* The topic's max.message.bytes, asked with DescribeConfigs. @returns 0 or
+ * -1 (the broker did not say: an old or mock broker, no ACL to describe). */
+static int topic_max_bytes(rd_kafka_t *rk, const char *topic, int timeout_ms, size_t *out) {
+    rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+    rd_kafka_AdminOptions_t *opts =
+        rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    char why[256];
+    int rc = -1;
+    if (!res || !opts || !q ||
+        rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, why, sizeof(why)))
+        goto out;
+    rd_kafka_DescribeConfigs(rk, &res, 1, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+    const rd_kafka_DescribeConfigs_result_t *result =
+        ev ? rd_kafka_event_DescribeConfigs_result(ev) : NULL;
+    size_t nres = 0, nconf = 0;
+    const rd_kafka_ConfigResource_t **found =
+        result && !rd_kafka_event_error(ev)
+            ? rd_kafka_DescribeConfigs_result_resources(result, &nres)
+            : NULL;
+    const rd_kafka_ConfigEntry_t **entries =
+        nres == 1 && !rd_kafka_ConfigResource_error(found[0])
+            ? rd_kafka_ConfigResource_configs(found[0], &nconf)
+            : NULL;
+    for (size_t i = 0; i < nconf; i++) {
+        const char *v = rd_kafka_ConfigEntry_value(entries[i]);
+        if (strcmp(rd_kafka_ConfigEntry_name(entries[i]), "max.message.bytes") == 0 && v &&
+            atoll(v) > 0) {
+            *out = (size_t)atoll(v);
+            rc = 0;
+        }
+    }
+    if (ev) rd_kafka_event_destroy(ev);
+out:
+    if (q) rd_kafka_queue_destroy(q);
+    if (opts) rd_kafka_AdminOptions_destroy(opts);
+    if (res) rd_kafka_ConfigResource_destroy(res);
+    return rc;
+}
+
+size_t ttb_kafka_max_record_bytes(rd_kafka_t *producer, const char *topic, int timeout_ms,
+                                  bool *from_topic) {
+    /* The producer refuses anything above its own message.max.bytes. */
+    char buf[32];
+    size_t len = sizeof(buf);
+    size_t limit = 1000000;
+    if (rd_kafka_conf_get(rd_kafka_conf(producer), "message.max.bytes", buf, &len) ==
+        RD_KAFKA_CONF_OK && atoll(buf) > 0)
+        limit = (size_t)atoll(buf);
+    size_t topic_limit;
+    *from_topic = topic_max_bytes(producer, topic, timeout_ms, &topic_limit) == 0;
+    if (*from_topic && topic_limit < limit) limit = topic_limit;
+    /* Room for the record's key, headers and batch framing. */
+    return limit > 4096 ? limit - 1024 : limit / 2;
 }
 
 int ttb_kafka_header(rd_kafka_headers_t *hdrs, const char *name, const char *value) {

@@ -56,6 +56,8 @@ void ttb_metrics_reset(void) {
     STORE(ttb_metrics.batches, 0);
     STORE(ttb_metrics.batch_records, 0);
     STORE(ttb_metrics.dead_letters, 0);
+    STORE(ttb_metrics.dead_letters_dropped, 0);
+    STORE(ttb_metrics.kafka_delivery_failing, false);
     STORE(ttb_metrics.replayed, 0);
     STORE(ttb_metrics.redis_reconnects, 0);
     STORE(ttb_metrics.redis_outage_us, 0);
@@ -189,6 +191,9 @@ void ttb_metrics_write(FILE *fp) {
             LOAD(ttb_metrics.batch_records));
     counter(fp, "tinytown_bridge_dead_letters_total",
             "Records copied to the dead-letter topic.", LOAD(ttb_metrics.dead_letters));
+    counter(fp, "tinytown_bridge_dead_letters_dropped_total",
+            "Dead letters Kafka refused for their size (their commands still got results).",
+            LOAD(ttb_metrics.dead_letters_dropped));
     counter(fp, "tinytown_bridge_replayed_results_total",
             "Results answered from an idempotency record (the command was applied before).",
             LOAD(ttb_metrics.replayed));
@@ -205,6 +210,9 @@ void ttb_metrics_write(FILE *fp) {
     gauge(fp, "tinytown_bridge_consumer_assigned",
           "1 when the consumer holds a partition assignment, else 0.",
           LOAD(ttb_metrics.assigned) ? 1 : 0);
+    gauge(fp, "tinytown_bridge_kafka_delivery_failing",
+          "1 while Kafka refuses results and the bridge retries them, else 0.",
+          LOAD(ttb_metrics.kafka_delivery_failing) ? 1 : 0);
     gauge(fp, "tinytown_bridge_in_flight_commands",
           "Commands whose results Kafka has not yet acknowledged (including pending waits).",
           LOAD(ttb_metrics.in_flight));

@@ -443,12 +443,14 @@ static const char *mutation_member(const char *op, size_t oplen, bool *many) {
 /* Renders a mutation's stored payload (see common.lua) into its result record. */
 static int render_payload(const ttb_command_t *cmd, const char *p, size_t plen,
                           ttb_outcome_t *out) {
-    const char *end = p + plen, *op, *code, *msg, *at, *ver;
-    size_t oplen, codelen, msglen, atlen, verlen, nagents;
+    const char *end = p + plen, *op, *code, *msg, *at, *ver, *more = NULL, *next = NULL;
+    size_t oplen, codelen, msglen, atlen, verlen, nagents, morelen = 0, nextlen = 0;
     if (plen < 1 || *p++ != 'P') return TTB_ERR_PROTO;
-    if (ns_next(&p, end, &ver, &verlen) || verlen != 1 || *ver != '1' ||
+    /* Version 2 adds a listing page's "more" and "next" (stop_all, prune). */
+    if (ns_next(&p, end, &ver, &verlen) || verlen != 1 || (*ver != '1' && *ver != '2') ||
         ns_next(&p, end, &op, &oplen) || ns_next(&p, end, &code, &codelen) ||
         ns_next(&p, end, &msg, &msglen) || ns_next(&p, end, &at, &atlen) ||
+        (*ver == '2' && (ns_next(&p, end, &more, &morelen) || ns_next(&p, end, &next, &nextlen))) ||
         ns_next_size(&p, end, &nagents))
         return TTB_ERR_PROTO;
 
@@ -501,6 +503,11 @@ static int render_payload(const ttb_command_t *cmd, const char *p, size_t plen,
         json_t *value = many ? json_incref(list) : json_incref(json_array_get(list, 0));
         result = json_object();
         if (!result || !value || json_object_set_new(result, member, value)) rc = TTB_ERR_NOMEM;
+        if (!rc && more &&
+            (json_object_set_new(result, "more", json_boolean(morelen == 1 && *more == '1')) ||
+             json_object_set_new(result, "next",
+                                 nextlen ? json_stringn(next, nextlen) : json_null())))
+            rc = TTB_ERR_NOMEM;
         if (!rc && !many && json_array_size(list) != 1) rc = TTB_ERR_PROTO;
     }
     if (!rc) rc = render(cmd, opbuf, c, NULL, result, applied, out);
@@ -761,35 +768,94 @@ static int append_transition(ttb_service_t *svc, const ttb_command_t *cmd, const
     return rc;
 }
 
+/* ---- listing pages ------------------------------------------------------ */
+
+/* Whether a listing command takes an agent of the town, before paging. */
+static bool listing_takes(const ttb_command_t *cmd, const ttb_agent_t *a) {
+    switch (cmd->op) {
+    case TTB_OP_LIST_OPEN:
+    case TTB_OP_STOP_ALL: return !ttb_agent_state_is_terminal(a->state);
+    case TTB_OP_PRUNE:
+        return cmd->all || a->state == TTB_STATE_STOPPED || a->state == TTB_STATE_ERROR;
+    default: return true;
+    }
+}
+
+/* One page of a listing, in listing order (oldest first): the agents after
+ * the command's cursor that it takes, at most `limit` of them. */
+typedef struct page {
+    size_t *idx; /* indexes into the view's agents */
+    size_t n;
+    bool more;   /* an agent it would take follows the page */
+    char next[TTB_TIME_BUFSZ + TTB_UUID_BUFSZ + 1]; /* "<created_at>/<id>" of the last, or "" */
+} page_t;
+
+static int page_of(const ttb_command_t *cmd, const town_view_t *v, page_t *pg) {
+    memset(pg, 0, sizeof(*pg));
+    pg->idx = malloc(sizeof(*pg->idx) * (v->nagents ? v->nagents : 1));
+    if (!pg->idx) return TTB_ERR_NOMEM;
+    for (size_t i = 0; i < v->nagents; i++) {
+        const ttb_agent_t *a = &v->agents[i].agent;
+        if (cmd->has_after) {
+            int c = ttb_time_cmp(a->created_at, cmd->after_created);
+            if (c < 0 || (c == 0 && strcmp(a->id, cmd->after_id) <= 0)) continue;
+        }
+        if (!listing_takes(cmd, a)) continue;
+        if (cmd->limit && pg->n == cmd->limit) {
+            pg->more = true;
+            break;
+        }
+        pg->idx[pg->n++] = i;
+    }
+    if (pg->n) {
+        const ttb_agent_t *last = &v->agents[pg->idx[pg->n - 1]].agent;
+        size_t k = ttb_time_format_json(last->created_at, pg->next);
+        snprintf(pg->next + k, sizeof(pg->next) - k, "/%s", last->id);
+    }
+    return 0;
+}
+
+/* Adds "more" and "next" to a listing's result. */
+static int page_members(json_t *result, const page_t *pg) {
+    return json_object_set_new(result, "more", json_boolean(pg->more)) ||
+                   json_object_set_new(result, "next",
+                                       pg->next[0] ? json_string(pg->next) : json_null())
+               ? TTB_ERR_NOMEM
+               : 0;
+}
+
 static int append_bulk(ttb_service_t *svc, const ttb_command_t *cmd, const town_view_t *v,
                        ttb_time_t now) {
     argv_buf_t av = {0};
     script_head_t head;
-    bool stop_all = cmd->op == TTB_OP_STOP_ALL;
-    int rc = push_head(svc, cmd, &av, &head, now);
+    page_t pg;
+    int rc = page_of(cmd, v, &pg);
+    if (!rc) rc = push_head(svc, cmd, &av, &head, now);
     if (!rc) rc = argv_str(&av, ttb_op_name(cmd->op));
     if (!rc) rc = argv_str(&av, cmd->all ? "1" : "0");
     if (!rc) rc = argv_str(&av, head.ts_json);
-    for (size_t i = 0; i < v->nagents && !rc; i++) {
-        ttb_agent_state_t s = v->agents[i].agent.state;
-        bool candidate = stop_all ? !ttb_agent_state_is_terminal(s)
-                                  : cmd->all || s == TTB_STATE_STOPPED || s == TTB_STATE_ERROR;
-        if (candidate) rc = argv_str(&av, v->agents[i].agent.id);
-    }
+    if (!rc) rc = argv_str(&av, pg.more ? "1" : "0");
+    if (!rc) rc = argv_str(&av, pg.next);
+    for (size_t k = 0; k < pg.n && !rc; k++) rc = argv_str(&av, v->agents[pg.idx[k]].agent.id);
     if (!rc)
         rc = ttb_store_append_script(svc->store, TTB_SCRIPT_BULK, 0, (int)av.n, av.argv, av.lens);
     argv_free(&av);
+    free(pg.idx);
     return rc;
 }
 
 /* list, list_open and status, rendered from the round's listing. */
 static int render_listing(ttb_service_t *svc, const ttb_command_t *cmd, const town_view_t *v,
                           ttb_outcome_t *out) {
+    page_t pg;
     json_t *agents = json_array();
-    int rc = agents ? 0 : TTB_ERR_NOMEM;
-    for (size_t i = 0; i < v->nagents && !rc; i++) {
-        const listed_t *l = &v->agents[i];
-        if (cmd->op == TTB_OP_LIST_OPEN && ttb_agent_state_is_terminal(l->agent.state)) continue;
+    int rc = agents ? page_of(cmd, v, &pg) : TTB_ERR_NOMEM;
+    if (rc) {
+        json_decref(agents);
+        return rc;
+    }
+    for (size_t k = 0; k < pg.n && !rc; k++) {
+        const listed_t *l = &v->agents[pg.idx[k]];
         json_t *info = ttb_agent_info_to_json(&l->agent, l->inbox_len, l->urgent_len, l->scope);
         if (!info || json_array_append_new(agents, info)) rc = TTB_ERR_NOMEM;
     }
@@ -802,9 +868,11 @@ static int render_listing(ttb_service_t *svc, const ttb_command_t *cmd, const to
             rc = TTB_ERR_NOMEM;
     }
     if (!rc && json_object_set(result, "agents", agents)) rc = TTB_ERR_NOMEM;
+    if (!rc) rc = page_members(result, &pg);
     if (!rc) rc = render(cmd, ttb_op_name(cmd->op), TTB_CODE_OK, NULL, result, ttb_time_now(), out);
     json_decref(result);
     json_decref(agents);
+    free(pg.idx);
     return rc;
 }
 

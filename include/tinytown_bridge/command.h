@@ -50,6 +50,8 @@ bool ttb_op_takes_agent(ttb_op_t op);
 #define TTB_CMD_TOWN_MAX 64
 #define TTB_CMD_NAME_MAX 128
 #define TTB_CMD_REF_MAX 256
+/** Largest `limit` of a listing page. */
+#define TTB_CMD_LIMIT_MAX 100000
 #define TTB_CMD_SHORT_MAX 64 /**< cli, role_id, nickname */
 
 /** What the bridge accepts; owned by the caller, read-only during parsing. */
@@ -83,6 +85,11 @@ typedef struct ttb_command {
     bool has_spawn_mode;
     ttb_spawn_mode_t spawn_mode;
     bool all;           /**< prune */
+    size_t limit;       /**< listings (list, list_open, status, stop_all, prune): at most this
+                             many agents; 0 = all of them */
+    bool has_after;     /**< listings: start after the agent the cursor names */
+    ttb_time_t after_created; /**< the cursor: created_at ... */
+    char after_id[TTB_UUID_BUFSZ]; /**< ... and id of the last agent of the previous page */
     int64_t timeout_ms; /**< wait: capped, default max_wait_ms */
 } ttb_command_t;
 

@@ -42,4 +42,13 @@ rd_kafka_resp_err_t ttb_kafka_produce(rd_kafka_t *rk, const char *topic, const v
 /** Adds a string header (copied). @returns 0 or TTB_ERR_NOMEM. */
 int ttb_kafka_header(rd_kafka_headers_t *hdrs, const char *name, const char *value);
 
+/**
+ * How many bytes a record value may have on @p topic: the smaller of the
+ * producer's message.max.bytes and the topic's max.message.bytes (asked of
+ * the broker, waiting at most @p timeout_ms), less room for key, headers
+ * and framing. *@p from_topic says whether the broker answered.
+ */
+size_t ttb_kafka_max_record_bytes(rd_kafka_t *producer, const char *topic, int timeout_ms,
+                                  bool *from_topic);
+
 #endif

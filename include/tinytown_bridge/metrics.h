@@ -37,11 +37,13 @@ typedef struct ttb_metrics {
     atomic_uint_fast64_t batches;
     atomic_uint_fast64_t batch_records;     /**< sum of batch sizes */
     atomic_uint_fast64_t dead_letters;
+    atomic_uint_fast64_t dead_letters_dropped; /**< dead letters Kafka refused for their size */
     atomic_uint_fast64_t replayed;          /**< results answered from idempotency records */
     atomic_uint_fast64_t redis_reconnects;
     atomic_uint_fast64_t redis_outage_us;   /**< total time without Redis */
     atomic_bool redis_up;
     atomic_bool assigned;                   /**< the consumer has its partition assignment */
+    atomic_bool kafka_delivery_failing;     /**< results are being refused and retried */
     atomic_int_fast64_t in_flight;          /**< commands whose results are not yet acknowledged */
     atomic_int_fast64_t pending_waits;
     atomic_int_fast64_t producer_queue;     /**< messages in the producer's queue */

@@ -1,19 +1,21 @@
 -- SPDX-License-Identifier: MIT
 -- Town-wide changes over agents the bridge listed: stop_all and prune.
 -- ARGV: town, command id, idempotency spec, op ("stop_all" or "prune"), all ("1"/"0"),
---       time (JSON form), then candidate agent ids.
+--       time (JSON form), the page's "more" ("1"/"0") and "next" cursor, then
+--       candidate agent ids (one page of them).
 -- Each candidate's state is re-read here, so an agent that changed since the
 -- listing is judged by what it is now; one that is gone, or no longer an
 -- agent tinytown can read, is left alone. Every key the change will write is
 -- checked first, so a bad one refuses the whole command before any write.
 local town, cmd_id, spec, op, all, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1', ARGV[6]
+local page = { more = ARGV[7], next = ARGV[8] }
 
 local idem = idem_spec(town, cmd_id, spec)
 local prev = idem_get(idem)
 if prev then return prev end
 
 local chosen, checks = {}, town_keys(town)
-for i = 7, #ARGV do
+for i = 9, #ARGV do
   local id = ARGV[i]
   if agent_status(town, id) == 'hash' then
     local h = redis.call('HGETALL', tkey(town, 'agent', id))
@@ -28,7 +30,7 @@ for i = 7, #ARGV do
   end
 end
 local bad = wrong_type(checks)
-if bad then return finish(idem, op, 'internal', bad, ts, {}) end
+if bad then return finish(idem, op, 'internal', bad, ts, {}, page) end
 
 local done = {}
 for _, c in ipairs(chosen) do
@@ -50,4 +52,4 @@ for _, c in ipairs(chosen) do
   end
 end
 
-return finish(idem, op, 'ok', '', ts, done)
+return finish(idem, op, 'ok', '', ts, done, page)

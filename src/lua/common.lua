@@ -198,9 +198,16 @@ end
 local function ns(s) return #s .. ':' .. s .. ',' end
 
 -- The stored outcome: "P", a format version, op, code, message, applied_at,
--- then the agents (each a flat HGETALL array) as netstrings.
-local function payload(op, code, msg, ts, agents)
-  local t = { 'P', ns('1'), ns(op), ns(code), ns(msg), ns(ts), ns(tostring(#agents)) }
+-- (version 2: a listing page's "more" flag and "next" cursor), then the
+-- agents (each a flat HGETALL array) as netstrings.
+local function payload(op, code, msg, ts, agents, page)
+  local t = { 'P', ns('1'), ns(op), ns(code), ns(msg), ns(ts) }
+  if page then
+    t[2] = ns('2')
+    t[#t + 1] = ns(page.more)
+    t[#t + 1] = ns(page.next)
+  end
+  t[#t + 1] = ns(tostring(#agents))
   for _, h in ipairs(agents) do
     t[#t + 1] = ns(tostring(#h))
     for _, v in ipairs(h) do t[#t + 1] = ns(v) end
@@ -259,8 +266,8 @@ local function idem_put(idem, value)
   end
 end
 
-local function finish(idem, op, code, msg, ts, agents)
-  local p = payload(op, code, msg, ts, agents)
+local function finish(idem, op, code, msg, ts, agents, page)
+  local p = payload(op, code, msg, ts, agents, page)
   idem_put(idem, p)
   return p
 end

@@ -134,7 +134,7 @@ class Stack:
     """redis-server + a Kafka broker (+ bridges). Use as a context manager.
     kafka: "mock" or "apache" (default: kafka_kind())."""
 
-    def __init__(self, partitions=4, redis_args=None, kafka=None):
+    def __init__(self, partitions=4, redis_args=None, kafka=None, brokers=1):
         self.kind = kafka or kafka_kind()
         self.redis = RedisServer(extra_args=redis_args)
         if self.kind == "apache":
@@ -153,7 +153,7 @@ class Stack:
         if self.kind == "apache":
             self.kafka.create_topics(topics)
         else:
-            self.kafka = KafkaBroker(topics=topics)
+            self.kafka = KafkaBroker(topics=topics, brokers=brokers)
         self.bridges = []
         self.producer = KafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all",
                                       linger_ms=0)
