@@ -55,6 +55,14 @@ class Events:
                                  "doc": json.loads(m.value) if m.value.startswith(b"{") else {}})
         return self.records
 
+    def drain(self, timeout=30):
+        """Reads up to the end of every partition as it is now."""
+        ends = self.c.end_offsets(list(self.c.assignment()))
+        wait_until(lambda: self.poll() is not None and all(
+            self.c.position(tp) >= end for tp, end in ends.items()), timeout, interval=0.02,
+            what="the events topic read to its end")
+        return self.records
+
     def distinct(self, pred=lambda r: True):
         return {r["id"] for r in self.poll() if pred(r)}
 
@@ -140,10 +148,16 @@ def check_ordered_and_identical(ev):
     return by_id
 
 
-def wait_outbox_drained(s, town="demo"):
-    wait_until(lambda: s.r.xlen("ttb:%s:outbox" % town) == 0, 30, interval=0.05,
-               what=lambda: "outbox trimmed after Kafka acknowledged (%d left)"
-               % s.r.xlen("ttb:%s:outbox" % town))
+def wait_all_acknowledged(s, town="demo"):
+    """The relay's cursor is at the newest entry (Kafka acknowledged all of
+    it, so nothing more is coming) and the outbox was trimmed up to it."""
+    def done():
+        last = s.r.xrevrange("tt:%s:events" % town, count=1)
+        return (last and s.r.get("ttb:%s:relay:cursor" % town) == last[0][0]
+                and s.r.xlen("ttb:%s:outbox" % town) == 0)
+    wait_until(done, 30, interval=0.05,
+               what=lambda: "everything acknowledged (cursor %r, %d left in the outbox)"
+               % (s.r.get("ttb:%s:relay:cursor" % town), s.r.xlen("ttb:%s:outbox" % town)))
 
 
 def test_prune_of_3000_agents_loses_no_removed_event():
@@ -153,19 +167,18 @@ def test_prune_of_3000_agents_loses_no_removed_event():
         wait_baseline(s)
         ev = Events(s)
         t0 = time.monotonic()
-        removed = []
-        for _ in range(10):  # a paged prune answers "more" until all are gone
-            doc = s.call("prune", {"all": True}, timeout=120)
-            assert doc["ok"], doc
-            removed += [a["id"] for a in doc["result"]["removed"]]
-            if not doc["result"].get("more"):
-                break
+        # One command, one script, 3,000 events. Its result lists 3,000
+        # agents, more than a default broker takes in one record: the bridge
+        # may answer too_large (the change applied) instead of the list.
+        doc = s.call("prune", {"all": True}, timeout=120)
         applied = time.monotonic() - t0
-        assert sorted(removed) == sorted(agents), (len(removed), len(agents))
+        assert doc["ok"] or (doc["error"]["code"] == "too_large"
+                             and "applied" in doc["error"]["message"]), doc
+        assert not any(s.r.exists("tt:demo:agent:" + a) for a in agents), "not all removed"
         ev.wait_count(is_removed, BURST, 60, "Removed events on the topic")
         relayed = time.monotonic() - t0
-        time.sleep(0.5)  # would-be extras (repeats, strays) have time to show up
-        ev.poll()
+        wait_all_acknowledged(s)
+        ev.drain()  # would-be extras (repeats, strays) are on the topic by now
         gone = [r for r in ev.records if is_removed(r)]
         assert len(gone) == BURST, "%d Removed records for %d agents" % (len(gone), BURST)
         assert sorted(r["doc"]["agent_id"] for r in gone) == sorted(agents)
@@ -180,7 +193,6 @@ def test_prune_of_3000_agents_loses_no_removed_event():
         for eid, fields in check_stream_entries_are_tinytowns(s):
             assert by_id[eid.decode()]["value"] == fields[b"data"]
         assert not relay_gaps(b.log_text()), "gap reported:\n" + b.tail()
-        wait_outbox_drained(s)
         print("prune of %d: applied in %.1fs, all events on Kafka after %.1fs"
               % (BURST, applied, relayed), flush=True)
         assert b.stop() == 0
@@ -223,8 +235,8 @@ def test_capture_of_3000_foreign_changes_at_once_loses_none():
         assert s.r.xlen("tt:demo:events") <= 1100  # tinytown's MAXLEN trimmed the rest
         s.r.delete("ttb:demo:relay:lease")
         ev.wait_count(became("Idle"), BURST, 90, "captured Working -> Idle events")
-        time.sleep(0.5)
-        ev.poll()
+        wait_all_acknowledged(s)
+        ev.drain()
         for old, new in (("Idle", "Working"), ("Working", "Idle")):
             changes = [r for r in ev.records if became(new)(r)]
             assert len(changes) == BURST, "%d records for %d changes" % (len(changes), BURST)
@@ -233,7 +245,6 @@ def test_capture_of_3000_foreign_changes_at_once_loses_none():
         check_ordered_and_identical(ev)
         check_stream_entries_are_tinytowns(s)
         assert not relay_gaps(b.log_text()), "gap reported:\n" + b.tail()
-        wait_outbox_drained(s)
         print("capture of %d changes: all on Kafka after %.1fs" % (BURST, took), flush=True)
         assert b.stop() == 0
         ev.close()
@@ -278,8 +289,8 @@ def test_trimmed_foreign_events_are_a_counted_gap_and_the_rest_is_relayed():
         ev.wait_count(lambda r: r["id"] in want, len(want), 60, "untrimmed tinytown events")
         ev.wait_count(is_removed, 500, 60, "the prune's Removed events")
         c.wait_log("relay gap", 30)
-        time.sleep(0.5)
-        ev.poll()
+        wait_all_acknowledged(s)
+        ev.drain()
         got = {r["id"] for r in ev.records}
         assert not got & set(lost), "a trimmed entry cannot have been relayed"
         assert sorted(r["doc"]["agent_id"] for r in ev.records if is_removed(r)) == sorted(stopped)
@@ -335,14 +346,13 @@ def test_relay_takeover_after_sigkill_mid_burst_loses_nothing():
         wait_until(lambda: (relay_holder(s) or "").split(":")[1:2] == [str(b.proc.pid)], 30,
                    what="the second bridge taking over the relay lease")
         ev.wait_count(is_removed, BURST, 60, "Removed events after the takeover")
-        time.sleep(0.5)
-        ev.poll()
+        wait_all_acknowledged(s)
+        ev.drain()
         gone = [r for r in ev.records if is_removed(r)]
         assert sorted({r["doc"]["agent_id"] for r in gone}) == sorted(stopped + idle)
         assert len({r["id"] for r in gone}) == BURST, "one tt-event-id per event"
         check_ordered_and_identical(ev)
         assert not relay_gaps(b.log_text()), "gap reported:\n" + b.tail()
-        wait_outbox_drained(s)
         print("takeover: %d records for %d events (repeats carry their first id and bytes)"
               % (len(gone), BURST), flush=True)
         assert b.stop() == 0
