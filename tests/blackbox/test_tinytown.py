@@ -142,7 +142,10 @@ class Town:
                     argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if b"agent-loop" in argv and self.dir.encode() in argv and process_alive(int(entry)):
+            # tt passes the town directory canonicalised
+            if (b"agent-loop" in argv and process_alive(int(entry))
+                    and (self.dir.encode() in argv
+                         or os.path.realpath(self.dir).encode() in argv)):
                 pids.append(int(entry))
         return pids
 
