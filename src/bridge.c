@@ -21,11 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tinytown_bridge/clock.h"
 #include "tinytown_bridge/kafka.h"
 #include "tinytown_bridge/log.h"
 #include "tinytown_bridge/metrics.h"
+#include "tinytown_bridge/peers.h"
 #include "tinytown_bridge/service.h"
 #include "tinytown_bridge/waits.h"
 
@@ -77,6 +79,11 @@ struct ttb_bridge {
     ttb_backoff_t kafka_backoff;
     bool delivery_failing;
     size_t max_result_bytes; /* what the results topic and the producer accept */
+    char instance[128];      /* this bridge, among its group's members */
+    char *settings;          /* its answer-changing settings (peers.h) */
+    uint64_t next_peers_us;
+    bool peers_checked;      /* the group was compared at least once */
+    bool peers_disagree;
     ttb_waits_t *waits;      /* pending `wait`s, by agent */
     redisContext *watch;     /* keyspace notifications of agent keys, for waits */
     char **watch_patterns;   /* one per town: __keyspace@<db>__:tt:<town>:agent:* */
@@ -100,7 +107,7 @@ struct ttb_bridge {
     void (*on_stop)(void *);
     void *on_stop_arg;
     int fatal;
-    char fatal_msg[512];
+    char fatal_msg[2048];
 };
 
 static uint64_t now_us(void) { return ttb_clock_us(); }
@@ -530,6 +537,33 @@ static void redis_came_back(ttb_bridge_t *b) {
     ttb_log_info("redis available again: resuming", "outage_s", secs);
 }
 
+/* Compares this bridge's answer-changing settings with its group's (see
+ * peers.h). A disagreement found at start stops it; later ones are logged. */
+static void check_peers(ttb_bridge_t *b) {
+    b->next_peers_us = now_us() + 5000000u;
+    char what[1024];
+    int rc = ttb_peers_check(b->store, b->config->group_id, b->instance, b->settings, wall_ms(),
+                             what, sizeof(what));
+    if (rc == TTB_ERR_PROTO && !b->peers_checked) /* e.g. NOPERM on ttb:bridges:* */
+        ttb_log_warn("cannot compare settings with the group's other bridges", "error", what);
+    if (rc < 0) return; /* Redis trouble: the next tick or outage handling sees it */
+    bool first = !b->peers_checked;
+    b->peers_checked = true;
+    ttb_metrics.peers_disagree = rc == 1;
+    if (rc == 1 && first && !b->config->allow_mismatched_peers) {
+        ttb_peers_leave(b->store, b->config->group_id, b->instance);
+        fail_fatal(b,
+                   "bridges of this consumer group would answer commands differently; refusing "
+                   "to start (bridge.allow_mismatched_peers=true starts anyway)",
+                   what);
+        return;
+    }
+    if (rc == 1 && !b->peers_disagree)
+        ttb_log_error("bridges of this consumer group answer commands differently", "error", what);
+    if (rc == 0 && b->peers_disagree) ttb_log_info("the bridges of this consumer group agree again");
+    b->peers_disagree = rc == 1;
+}
+
 /* Asks Redis whether it would run a script that may write, without writing:
  * a script with no flags is refused up front when writes are not allowed
  * (READONLY, OOM, NOREPLICAS) and answered BUSY or LOADING when nothing is.
@@ -568,7 +602,8 @@ static bool redis_tick(ttb_bridge_t *b) {
         }
         redis_came_back(b);
     }
-    return true;
+    if (now >= b->next_peers_us) check_peers(b);
+    return !b->fatal;
 }
 
 /* Runs the stalled commands through the service. On success their results
@@ -858,6 +893,11 @@ ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t er
     ttb_config_policy(config, &b->policy);
     ttb_backoff_init(&b->redis_backoff, 100, config->redis_backoff_max_ms);
     ttb_backoff_init(&b->kafka_backoff, 200, 10000);
+    b->settings = ttb_peers_settings(config);
+    char host[64] = "";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(b->instance, sizeof(b->instance), "%s:%d:%08x", host, (int)getpid(),
+             (unsigned)(ttb_clock_us() & 0xffffffffu));
     b->waits = ttb_waits_new(config->wait_check_interval_ms);
     b->watch_patterns = calloc(config->ntowns ? config->ntowns : 1, sizeof(*b->watch_patterns));
     if (!b->waits || !b->watch_patterns) {
@@ -940,6 +980,7 @@ void ttb_bridge_free(ttb_bridge_t *b) {
     free(b->stalled);
     free(b->retry);
     ttb_waits_free(b->waits);
+    free(b->settings);
     if (b->watch) redisFree(b->watch);
     for (size_t i = 0; b->watch_patterns && i < b->config->ntowns; i++) free(b->watch_patterns[i]);
     free(b->watch_patterns);
@@ -1022,6 +1063,7 @@ static void shutdown_gracefully(ttb_bridge_t *b) {
     snprintf(stalled, sizeof(stalled), "%zu", b->nstalled);
     snprintf(unacked, sizeof(unacked), "%d", rd_kafka_outq_len(b->producer));
     close_consumer(b, deadline);
+    if (ttb_store_connected(b->store)) ttb_peers_leave(b->store, b->config->group_id, b->instance);
     ttb_log_info("stopped", "pending_waits_left", waits, "unapplied_left", stalled,
                  "unacknowledged_left", unacked);
 }

@@ -199,6 +199,11 @@ static const setting_t settings[] = {
     {.name = "bridge.redis_backoff_max_ms", .kind = KIND_INT, .off = AT(pub.redis_backoff_max_ms),
      .min = 100, .max = 600000, .def = "5000", .env = "TT_BRIDGE_BRIDGE_REDIS_BACKOFF_MAX_MS",
      .help = "Cap of the exponential backoff between Redis reconnects, in milliseconds."},
+    {.name = "bridge.allow_mismatched_peers", .kind = KIND_BOOL,
+     .off = AT(pub.allow_mismatched_peers), .def = "false",
+     .env = "TT_BRIDGE_BRIDGE_ALLOW_MISMATCHED_PEERS",
+     .help = "Start even when another bridge of the group has other towns, default town, "
+             "denied ops or limits (it then only logs an error)."},
 
     /* events */
     {.name = "events.relay", .kind = KIND_BOOL, .off = AT(pub.relay_enabled), .def = "true",

@@ -58,6 +58,7 @@ void ttb_metrics_reset(void) {
     STORE(ttb_metrics.dead_letters, 0);
     STORE(ttb_metrics.dead_letters_dropped, 0);
     STORE(ttb_metrics.kafka_delivery_failing, false);
+    STORE(ttb_metrics.peers_disagree, false);
     STORE(ttb_metrics.replayed, 0);
     STORE(ttb_metrics.redis_reconnects, 0);
     STORE(ttb_metrics.redis_outage_us, 0);
@@ -210,6 +211,9 @@ void ttb_metrics_write(FILE *fp) {
     gauge(fp, "tinytown_bridge_consumer_assigned",
           "1 when the consumer holds a partition assignment, else 0.",
           LOAD(ttb_metrics.assigned) ? 1 : 0);
+    gauge(fp, "tinytown_bridge_peers_disagree",
+          "1 while another bridge of the consumer group has other answer-changing settings.",
+          LOAD(ttb_metrics.peers_disagree) ? 1 : 0);
     gauge(fp, "tinytown_bridge_kafka_delivery_failing",
           "1 while Kafka refuses results and the bridge retries them, else 0.",
           LOAD(ttb_metrics.kafka_delivery_failing) ? 1 : 0);

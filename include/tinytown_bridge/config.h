@@ -66,6 +66,7 @@ typedef struct ttb_config {
     int wait_check_interval_ms; /**< default 500 */
     int shutdown_timeout_ms;  /**< bound on a graceful stop, default 10000 */
     int redis_backoff_max_ms; /**< cap of the reconnect backoff, default 5000 */
+    bool allow_mismatched_peers; /**< start although the group's bridges disagree, default false */
 
     /* events (relay and capture) */
     bool relay_enabled;       /**< default true */

@@ -138,6 +138,7 @@ static void help_and_type_for_every_family(void **state) {
         {"tinytown_bridge_redis_outage_seconds_total", "counter"},
         {"tinytown_bridge_redis_up", "gauge"},
         {"tinytown_bridge_consumer_assigned", "gauge"},
+        {"tinytown_bridge_peers_disagree", "gauge"},
         {"tinytown_bridge_kafka_delivery_failing", "gauge"},
         {"tinytown_bridge_in_flight_commands", "gauge"},
         {"tinytown_bridge_pending_waits", "gauge"},
