@@ -323,5 +323,69 @@ def test_deduplication_survives_a_retention_change():
         assert s.r.hget("ttb:demo:cmds", "later") is not None
 
 
+def test_debug_sleep_beyond_the_command_timeout():
+    with Stack(redis_args=["--enable-debug-command", "local"]) as s:
+        f = Fault(s)
+        sleeper = {}
+
+        def inject():
+            def run():
+                c = s.redis.client(socket_timeout=30)
+                sleeper["reply"] = c.execute_command("DEBUG", "SLEEP", "3")
+            sleeper["t"] = threading.Thread(target=run, daemon=True)
+            sleeper["t"].start()
+        # The commands reach a server that answers nothing for 3 s, longer
+        # than the bridge's 1 s command timeout: an outage, then recovery.
+        f.during(inject, lambda: sleeper["t"].join(30))
+
+
+def test_client_kill_and_script_flush_mid_stream():
+    with Stack() as s:
+        f = Fault(s)
+
+        def inject():
+            s.r.script_flush()
+            s.r.client_kill_filter(_type="normal", skipme=True)
+        f.during(inject, lambda: None, expect_pause=False)
+
+
+def test_flushall_and_a_restart_without_persistence():
+    """The town is gone: commands about its agents say so, new ones work, the
+    bridge's own keys are rebuilt, nothing crashes."""
+    with Stack() as s:
+        b = s.bridge(extra=["--set", "redis.command_timeout_ms=1000"])
+        ok(s.call("spawn", {"name": "before"}))
+        s.r.flushall()
+        doc = s.call("interrupt", {"agent": "before"})
+        assert doc["ok"] is False and doc["error"]["code"] == "agent_not_found", doc
+        ok(s.call("spawn", {"name": "after"}))
+        s.redis.pause()  # no persistence: it comes back empty
+        cid = s.send("list")
+        b.wait_log(UNAVAILABLE, 20)
+        s.redis.resume()
+        assert ok(s.result(cid, timeout=30)["doc"])["agents"] == []
+        assert ok(s.call("spawn", {"name": "after"}))["agent"]["name"] == "after"
+        assert b.proc.poll() is None
+        assert b.stop() == 0
+
+
+def test_sigkill_while_redis_refuses_then_a_new_bridge():
+    """Killed while it held commands Redis refused: the next bridge gets them
+    again and applies each once."""
+    with Stack() as s:
+        f = Fault(s)
+        s.r.config_set("min-replicas-to-write", "1")
+        ids = [s.send("interrupt", {"agent": "w%d" % i}) for i in range(3)]
+        f.b.wait_log(UNAVAILABLE, 20)
+        f.b.kill()
+        s.r.config_set("min-replicas-to-write", "0")
+        b2 = s.bridge()
+        s.results_for(ids, timeout=60)
+        for i, cid in enumerate(ids):
+            assert ok(s.seen[cid][0]["doc"])["agent"]["state"] == "paused"
+            assert len(events_of(s, f.agents[i], "agent_interrupted")) == 1
+        assert b2.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests(globals())
