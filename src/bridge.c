@@ -1070,7 +1070,7 @@ static void shutdown_gracefully(ttb_bridge_t *b) {
 
 int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
     const ttb_config_t *c = b->config;
-    char err[256];
+    char err[512];
     ttb_metrics.redis_up = false;
     if (ttb_store_connect(b->store, err, sizeof(err))) {
         ttb_log_warn("redis unreachable at start; will keep trying", "error", err);
@@ -1078,6 +1078,16 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
     } else {
         ttb_metrics.redis_up = true;
     }
+
+    const char *needed[] = {c->commands_topic, c->results_topic, c->dlq_topic,
+                            c->relay_enabled ? c->events_topic : c->results_topic};
+    int trc = ttb_kafka_ensure_topics(b->producer, needed, 4, c->create_topics,
+                                      c->topic_partitions, 10000, err, sizeof(err));
+    if (trc == TTB_ERR_NOTFOUND || (trc && c->create_topics)) {
+        ttb_log_error("cannot start: topics", "error", err);
+        return TTB_ERR_INVALID;
+    }
+    if (trc) ttb_log_warn("kafka did not list its topics at start; will keep trying", "error", err);
 
     bool from_topic = false;
     b->max_result_bytes =

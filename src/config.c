@@ -130,6 +130,14 @@ static const setting_t settings[] = {
      .def = "tinytown.commands.dlq", .env = "TT_BRIDGE_KAFKA_DLQ_TOPIC", .flags = F_TOPIC,
      .help = "Dead-letter topic for records that cannot be commands; must differ from "
              "commands_topic."},
+    {.name = "kafka.create_topics", .kind = KIND_BOOL, .off = AT(pub.create_topics),
+     .def = "false", .env = "TT_BRIDGE_KAFKA_CREATE_TOPICS",
+     .help = "Create missing topics at start (else a missing topic stops the bridge with an "
+             "error naming it)."},
+    {.name = "kafka.topic_partitions", .kind = KIND_INT, .off = AT(pub.topic_partitions),
+     .min = 1, .max = 10000, .def = "4", .env = "TT_BRIDGE_KAFKA_TOPIC_PARTITIONS",
+     .help = "Partitions of topics the bridge creates (the replication factor is the "
+             "broker's default)."},
     {.name = "kafka.properties", .kind = KIND_KV, .off = AT(pub.kafka_props),
      .off_count = AT(pub.nkafka_props), .def = "", .env = "TT_BRIDGE_KAFKA_PROPERTIES",
      .help = "librdkafka properties for every client, as \"name=value\" strings (the environment "

@@ -132,6 +132,89 @@ size_t ttb_kafka_max_record_bytes(rd_kafka_t *producer, const char *topic, int t
     return limit > 4096 ? limit - 1024 : limit / 2;
 }
 
+/* Creates @p n topics; @returns 0 or TTB_ERR_IO with the reason in errstr. */
+static int create_topics(rd_kafka_t *rk, const char *const *names, size_t n, int partitions,
+                         int timeout_ms, char *errstr, size_t errstr_size) {
+    rd_kafka_NewTopic_t **topics = calloc(n ? n : 1, sizeof(*topics));
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    char why[256];
+    int rc = TTB_ERR_IO;
+    snprintf(errstr, errstr_size, "cannot create topics: out of memory");
+    if (!topics || !opts || !q) goto out;
+    rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, why, sizeof(why));
+    for (size_t i = 0; i < n; i++)
+        if (!(topics[i] = rd_kafka_NewTopic_new(names[i], partitions, -1, why, sizeof(why)))) {
+            snprintf(errstr, errstr_size, "cannot create topic %s: %s", names[i], why);
+            goto out;
+        }
+    rd_kafka_CreateTopics(rk, topics, n, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
+    const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **results = res ? rd_kafka_CreateTopics_result_topics(res, &cnt)
+                                                  : NULL;
+    rc = ev && !rd_kafka_event_error(ev) ? 0 : TTB_ERR_IO;
+    if (rc) snprintf(errstr, errstr_size, "cannot create topics: %s",
+                     ev ? rd_kafka_event_error_string(ev) : "no answer in time");
+    for (size_t i = 0; i < cnt && !rc; i++) {
+        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
+        if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            snprintf(errstr, errstr_size, "cannot create topic %s: %s",
+                     rd_kafka_topic_result_name(results[i]),
+                     rd_kafka_topic_result_error_string(results[i]));
+            rc = TTB_ERR_IO;
+        }
+    }
+    if (ev) rd_kafka_event_destroy(ev);
+out:
+    for (size_t i = 0; topics && i < n; i++)
+        if (topics[i]) rd_kafka_NewTopic_destroy(topics[i]);
+    free(topics);
+    if (q) rd_kafka_queue_destroy(q);
+    if (opts) rd_kafka_AdminOptions_destroy(opts);
+    return rc;
+}
+
+int ttb_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, size_t n, bool create,
+                            int partitions, int timeout_ms, char *errstr, size_t errstr_size) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
+    if (err) {
+        snprintf(errstr, errstr_size, "cannot list the broker's topics: %s", rd_kafka_err2str(err));
+        return TTB_ERR_IO;
+    }
+    const char **missing = calloc(n ? n : 1, sizeof(*missing));
+    size_t nmissing = 0, used = 0;
+    if (!missing) {
+        rd_kafka_metadata_destroy(md);
+        return TTB_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool found = false;
+        for (int t = 0; t < md->topic_cnt && !found; t++)
+            found = strcmp(md->topics[t].topic, topics[i]) == 0 && !md->topics[t].err;
+        bool dup = false; /* the same topic named twice is one topic */
+        for (size_t k = 0; k < nmissing; k++) dup |= strcmp(missing[k], topics[i]) == 0;
+        if (!found && !dup) missing[nmissing++] = topics[i];
+    }
+    rd_kafka_metadata_destroy(md);
+    int rc = 0;
+    if (nmissing && create) {
+        rc = create_topics(rk, missing, nmissing, partitions, timeout_ms, errstr, errstr_size);
+    } else if (nmissing) {
+        used = (size_t)snprintf(errstr, errstr_size, "missing topic%s:", nmissing > 1 ? "s" : "");
+        for (size_t k = 0; k < nmissing && used < errstr_size; k++)
+            used += (size_t)snprintf(errstr + used, errstr_size - used, " %s", missing[k]);
+        if (used < errstr_size)
+            snprintf(errstr + used, errstr_size - used,
+                     " (create them, or set kafka.create_topics=true)");
+        rc = TTB_ERR_NOTFOUND;
+    }
+    free(missing);
+    return rc;
+}
+
 int ttb_kafka_header(rd_kafka_headers_t *hdrs, const char *name, const char *value) {
     if (!value) value = "";
     return rd_kafka_header_add(hdrs, name, -1, value, (ssize_t)strlen(value)) ==

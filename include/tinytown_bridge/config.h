@@ -41,6 +41,8 @@ typedef struct ttb_config {
     char *results_topic;      /**< default "tinytown.results" */
     char *events_topic;       /**< default "tinytown.events" */
     char *dlq_topic;          /**< default "tinytown.commands.dlq" */
+    bool create_topics;       /**< create missing topics at start, default false */
+    int topic_partitions;     /**< partitions of created topics, default 4 */
     ttb_kv_t *kafka_props;    /**< passed to consumer and producer (e.g. security.protocol) */
     size_t nkafka_props;
     ttb_kv_t *consumer_props; /**< consumer only */

@@ -51,4 +51,15 @@ int ttb_kafka_header(rd_kafka_headers_t *hdrs, const char *name, const char *val
 size_t ttb_kafka_max_record_bytes(rd_kafka_t *producer, const char *topic, int timeout_ms,
                                   bool *from_topic);
 
+/**
+ * Makes sure each of @p n topics exists: asks the broker for its topics
+ * (waiting at most @p timeout_ms) and, when @p create is set, creates the
+ * missing ones with @p partitions partitions.
+ * @returns 0 when all exist (or were created); TTB_ERR_NOTFOUND with the
+ * missing topics named in @p errstr; TTB_ERR_IO when the broker did not
+ * answer in time (the caller decides: it may simply be down for now).
+ */
+int ttb_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, size_t n, bool create,
+                            int partitions, int timeout_ms, char *errstr, size_t errstr_size);
+
 #endif

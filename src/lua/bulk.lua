@@ -25,7 +25,7 @@ for i = 9, #ARGV do
     else take = all or state == 'stopped' or state == 'error' end
     if take then
       chosen[#chosen + 1] = { id = id, h = h, state = state }
-      checks = concat(checks, agent_keys(town, id))
+      for _, v in ipairs(agent_keys(town, id)) do checks[#checks + 1] = v end
     end
   end
 end

@@ -190,5 +190,13 @@ def test_sigkill_while_kafka_refuses_then_restart():
         f.check()
 
 
+def test_a_missing_topic_stops_the_start_with_its_name():
+    with Stack() as s:
+        b = s.bridge(extra=["--set", "kafka.dlq_topic=nowhere.dlq"], wait_assigned=False)
+        assert b.wait(30) != 0
+        log = b.log_text()
+        assert "missing topic: nowhere.dlq" in log and "kafka.create_topics" in log, log
+
+
 if __name__ == "__main__":
     run_tests(globals())
