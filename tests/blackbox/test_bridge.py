@@ -249,7 +249,7 @@ def test_redis_outage_mid_stream():
         assert not any(cid in s.seen for cid in during), "applied while Redis was down"
         s.redis.resume()
         s.r = s.redis.client()
-        b.wait_log("redis reachable again: resuming", 30)
+        b.wait_log("redis available again: resuming", 30)
         _check_exactly_once(s, first, "outage")
         _check_exactly_once(s, during, "outage-late")
         log = b.log_text()
