@@ -485,8 +485,11 @@ static void relay_check_gap(relay_town_t *t, relay_id_t id, int64_t ord, const c
     if (t->pos_ord < 0) return; /* unknown position: the read reported it */
     /* Produced again after a failed delivery: reported already. */
     if (t->has_gap_end && relay_id_cmp(id, t->gap_end) <= 0) return;
+    /* Ordinals come from Redis (and a cursor anyone could edit): compare
+     * without overflowing, whatever they are. */
+    if (ord < 1) return;
     int64_t lost;
-    if (ord > t->pos_ord + 1) lost = ord - t->pos_ord - 1;
+    if (ord - 1 > t->pos_ord) lost = ord - 1 - t->pos_ord;
     else if (ord <= t->pos_ord) lost = ord - 1; /* the stream was recreated, counting anew */
     else return;
     if (lost <= 0) return;
@@ -593,7 +596,8 @@ static void relay_town_adopt(ttb_relay_t *relay, relay_town_t *t, const redisRep
     if (t->has_cursor && ordinal->type == REDIS_REPLY_STRING) {
         char *end;
         long long v = strtoll(ordinal->str, &end, 10);
-        if (end != ordinal->str && *end == '\0' && v >= 0) t->acked_ord = v;
+        /* Beyond 2^53 entries is no stream's history, only an edited key. */
+        if (end != ordinal->str && *end == '\0' && v >= 0 && v < (1LL << 53)) t->acked_ord = v;
     }
     relay_town_rewind(t); /* from the cursor, with its ordinal re-learnt on the first read */
     char buf[RELAY_ID_BUFSZ];
