@@ -366,98 +366,28 @@ static int capture_reconcile(ttb_capture_t *cap) {
 /* ---- notifications ------------------------------------------------------- */
 
 /* Adds the keyspace flags capture needs (K: keyspace channel, g: del/expire/
- * rename, h: hash writes, x: expiry) to whatever is already configured. */
+ * rename, h: hash writes, x: expiry); without them (a managed Redis that
+ * refuses CONFIG) it relies on its periodic scan, and says so once. */
 static void capture_enable_notifications(ttb_capture_t *cap) {
-    redisReply *r;
-    if (ttb_store_command(cap->store, &r, "CONFIG GET notify-keyspace-events")) return;
-    const char *why = NULL;
-    char want[64] = "";
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len < 32) {
-        const char *cur = r->element[1]->str;
-        snprintf(want, sizeof(want), "%s", cur);
-        size_t n = strlen(want);
-        bool all = strchr(cur, 'A') != NULL;
-        if (!strchr(cur, 'K')) want[n++] = 'K';
-        for (const char *c = "ghx"; *c; c++)
-            if (!all && !strchr(cur, *c)) want[n++] = *c;
-        want[n] = '\0';
-        if (strcmp(want, cur) == 0) want[0] = '\0';
-    } else {
-        why = r->type == REDIS_REPLY_ERROR ? r->str : "unexpected CONFIG GET reply";
-    }
-    if (!why && want[0]) {
-        redisReply *s;
-        if (ttb_store_command(cap->store, &s, "CONFIG SET notify-keyspace-events %s", want)) {
-            freeReplyObject(r);
-            return;
-        }
-        if (s->type == REDIS_REPLY_ERROR && !cap->notify_warned) {
-            ttb_log_warn("keyspace notifications unavailable (CONFIG SET refused); state capture "
-                         "relies on its periodic scan",
-                         "error", s->str);
-            cap->notify_warned = true;
-        }
-        freeReplyObject(s);
-    }
-    if (why && !cap->notify_warned) {
-        ttb_log_warn("keyspace notifications unavailable (CONFIG GET refused); state capture "
-                     "relies on its periodic scan",
-                     "error", why);
+    char why[256];
+    int rc = ttb_store_require_notifications(cap->store, "Kghx", why, sizeof(why));
+    if (rc == TTB_ERR_PROTO && !cap->notify_warned) {
+        ttb_log_warn("keyspace notifications unavailable; state capture relies on its periodic "
+                     "scan", "error", why);
         cap->notify_warned = true;
     }
-    freeReplyObject(r);
 }
 
+/* The subscriber connection: one pattern per town. */
 static redisContext *capture_subscribe(ttb_capture_t *cap, char *err, size_t err_size) {
-    const ttb_redis_opts_t *o = &cap->config->redis;
-    int cto = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 2000;
-    int tmo = o->command_timeout_ms > 0 ? o->command_timeout_ms : 5000;
-    struct timeval tv = {.tv_sec = cto / 1000, .tv_usec = (cto % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(o->host && *o->host ? o->host : "127.0.0.1",
-                                              o->port > 0 ? o->port : 6379, tv);
-    if (!c || c->err) {
-        snprintf(err, err_size, "subscriber connect: %s", c ? c->errstr : "out of memory");
-        if (c) redisFree(c);
+    const char **patterns = malloc(sizeof(*patterns) * (cap->ntowns ? cap->ntowns : 1));
+    if (!patterns) {
+        snprintf(err, err_size, "out of memory");
         return NULL;
     }
-    tv.tv_sec = tmo / 1000;
-    tv.tv_usec = (tmo % 1000) * 1000;
-    redisSetTimeout(c, tv);
-    redisEnableKeepAlive(c);
-    redisReply *r = NULL;
-    if (o->password) {
-        if (o->username) r = redisCommand(c, "AUTH %s %s", o->username, o->password);
-        else r = redisCommand(c, "AUTH %s", o->password);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            /* Never echo the command: it holds the password. */
-            snprintf(err, err_size, "subscriber AUTH: %s",
-                     r ? r->str : c->err ? c->errstr : "failed");
-            if (r) freeReplyObject(r);
-            redisFree(c);
-            return NULL;
-        }
-        freeReplyObject(r);
-    }
-    for (size_t i = 0; i < cap->ntowns; i++)
-        if (redisAppendCommand(c, "PSUBSCRIBE %s", cap->towns[i].pattern) != REDIS_OK) break;
-    for (size_t i = 0; i < cap->ntowns; i++) {
-        void *reply = NULL;
-        if (redisGetReply(c, &reply) != REDIS_OK || !reply) {
-            snprintf(err, err_size, "subscriber PSUBSCRIBE: %s", c->err ? c->errstr : "failed");
-            redisFree(c);
-            return NULL;
-        }
-        r = reply;
-        bool ok = r->type == REDIS_REPLY_ARRAY;
-        if (!ok) snprintf(err, err_size, "subscriber PSUBSCRIBE: %s",
-                          r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        freeReplyObject(r);
-        if (!ok) {
-            redisFree(c);
-            return NULL;
-        }
-    }
+    for (size_t i = 0; i < cap->ntowns; i++) patterns[i] = cap->towns[i].pattern;
+    redisContext *c = ttb_store_subscribe(cap->store, patterns, cap->ntowns, err, err_size);
+    free(patterns);
     return c;
 }
 

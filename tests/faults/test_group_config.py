@@ -3,15 +3,11 @@
 """Bridges of one consumer group must answer alike: one whose towns, denied
 ops or limits differ from a running member's refuses to start, saying what
 differs, unless told to start anyway (then both say so, loudly)."""
-from bridge_harness import Stack
+from bridge_harness import Stack, ok
 from harness import run_tests
 
 DIFFERENT = ["--set", "bridge.towns=demo", "--set", "bridge.denied_ops=stop_all"]
 
-
-def ok(doc):
-    assert doc["ok"] is True, doc
-    return doc["result"]
 
 
 def test_a_bridge_that_would_answer_differently_refuses_to_start():

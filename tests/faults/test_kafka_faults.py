@@ -13,13 +13,9 @@ import signal
 
 from kafka import KafkaProducer
 
-from bridge_harness import Stack
+from bridge_harness import Stack, ok
 from harness import run_tests, wait_until
 
-
-def ok(doc):
-    assert doc["ok"] is True, doc
-    return doc["result"]
 
 
 def interrupted_events(s):

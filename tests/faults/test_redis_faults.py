@@ -20,15 +20,11 @@ import urllib.request
 
 import redis
 
-from bridge_harness import Stack, bridge_path
+from bridge_harness import Stack, bridge_path, ok
 from harness import free_port, run_tests, wait_until
 
 UNAVAILABLE = "redis unavailable: pausing consumption"
 
-
-def ok(doc):
-    assert doc["ok"] is True, doc
-    return doc["result"]
 
 
 def readyz(port):

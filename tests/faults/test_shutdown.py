@@ -11,17 +11,13 @@ import os
 import signal
 import time
 
-from bridge_harness import Stack
+from bridge_harness import Stack, ok
 from harness import run_tests, wait_until
 
 BOUND_S = 5.0
 # Process start-up and exit around the bound: reading the log, freeing.
 SLACK_S = 1.5
 
-
-def ok(doc):
-    assert doc["ok"] is True, doc
-    return doc["result"]
 
 
 def term_and_time(b):

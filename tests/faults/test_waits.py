@@ -6,15 +6,11 @@ nothing happens."""
 import json
 import uuid
 
-from bridge_harness import COMMANDS, Stack
+from bridge_harness import COMMANDS, Stack, ok
 from harness import run_tests, wait_until
 
 WAITS = 3000
 
-
-def ok(doc):
-    assert doc["ok"] is True, doc
-    return doc["result"]
 
 
 def hgetall_calls(r):

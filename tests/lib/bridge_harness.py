@@ -274,3 +274,9 @@ class Stack:
                 got.append({"key": m.key, "value": m.value, "headers": dict(m.headers or [])})
         c.close()
         return got
+
+
+def ok(doc):
+    """The `result` of a result document that must be ok."""
+    assert doc["ok"] is True, doc
+    return doc["result"]
