@@ -5,10 +5,11 @@ unlike the mock, has no topic nobody created; auto-creation is off as in
 most clusters). Whatever the bridge does about it — stop at start with an
 error naming the topic, or create it when configured to — it must never
 stall silently: within a bound it either exits non-zero naming the topic, or
-logs a warning or error naming it. And the topic is not the only thing it
-affects: with the topic there, the same stack works."""
+logs a warning or error naming it. With kafka.create_topics=true it creates
+them and works."""
 from bridge_harness import Stack
 from harness import run_tests, wait_until
+from kafka_harness import consume_all
 
 NOTICE_S = 20  # librdkafka's first metadata refresh comes well within this
 
@@ -57,6 +58,26 @@ def test_a_missing_events_topic_is_named():
 def test_a_missing_dead_letter_topic_is_named():
     with Stack(kafka="apache") as s:
         _missing(s, "dlq")
+
+
+def test_missing_topics_are_created_when_configured():
+    """kafka.create_topics=true: all four topics absent, the bridge creates
+    them (kafka.topic_partitions each) and a round trip works through them."""
+    with Stack(kafka="apache") as s:
+        for attr in ("commands", "results", "events", "dlq"):
+            setattr(s, attr, "auto-" + getattr(s, attr))
+        s.bridge(extra=["--set", "kafka.create_topics=true",
+                        "--set", "kafka.topic_partitions=3"], wait_assigned=True)
+        from confluent_kafka.admin import AdminClient
+        md = AdminClient({"bootstrap.servers": s.kafka.bootstrap}).list_topics(timeout=10)
+        for name in (s.commands, s.results, s.events, s.dlq):
+            assert name in md.topics and len(md.topics[name].partitions) == 3, (name, md.topics)
+        doc = s.call("spawn", {"name": "made-topics"})
+        assert doc["ok"] is True, doc
+        s.send(raw=b"not json", key=b"k")
+        assert len(s.dead_letters(1)) == 1
+        events = consume_all(s.kafka.bootstrap, s.events, until=1, timeout=30)
+        assert b"agent_spawned" in events[0].value
 
 
 run_tests(globals())
