@@ -657,6 +657,10 @@ bool ttb_agent_name_is_reserved(const char *name) {
 bool ttb_agent_ref_as_uuid(const char *ref, char out[TTB_UUID_BUFSZ]) {
     size_t len;
     const char *t = ttb_str_trim(ref, &len);
+    if (eq_ascii_ci(t, len, "supervisor", 10) || eq_ascii_ci(t, len, "conductor", 9)) {
+        memcpy(out, TTB_UUID_SUPERVISOR, TTB_UUID_BUFSZ);
+        return true;
+    }
     return ttb_uuid_parse(t, len, out) == TTB_OK;
 }
 
@@ -730,6 +734,17 @@ ttb_code_t ttb_agent_resolve(const ttb_agent_t *agents, size_t n, const char *re
     if (len > 0) {
         char id[TTB_UUID_BUFSZ];
         bool by_id = ttb_uuid_parse(t, len, id) == TTB_OK;
+        /* One agent with exactly this name wins over looser matches. */
+        for (size_t i = 0; i < n && !by_id; i++) {
+            const char *name = agent_name(&agents[i]);
+            if (strlen(name) != len || memcmp(name, t, len) != 0) continue;
+            if (found++ == 0) first = i;
+        }
+        if (found == 1) {
+            if (index != NULL) *index = first;
+            return TTB_CODE_OK;
+        }
+        found = 0;
         for (size_t i = 0; i < n; i++) {
             bool hit = by_id ? strcmp(agents[i].id, id) == 0 : agent_matches(&agents[i], t, len);
             if (!hit) continue;

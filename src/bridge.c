@@ -78,6 +78,7 @@ struct ttb_bridge {
     size_t nretry, capretry;
     ttb_backoff_t kafka_backoff;
     bool delivery_failing;
+    bool restarting_producer;
     size_t max_result_bytes; /* what the results topic and the producer accept */
     char instance[128];      /* this bridge, among its group's members */
     char *settings;          /* its answer-changing settings (peers.h) */
@@ -205,8 +206,9 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         if (r->deliveries == 0) record_free(r);
         return;
     }
-    if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
-        return; /* ours, dropped on the way out: the offset stays unstored */
+    if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT ||
+        m->err == RD_KAFKA_RESP_ERR__FATAL || b->restarting_producer)
+        return; /* dropped on the way out, or by a producer we replace: produced again then */
     if (m->err) {
         bool result = strcmp(rd_kafka_topic_name(m->rkt), b->config->results_topic) == 0;
         delivery_failed(b, r, result ? FAIL_RESULT : FAIL_DLQ, m->err);
@@ -308,6 +310,54 @@ static int produce_dead_letter(ttb_bridge_t *b, record_t *r) {
     if (err) delivery_failed(b, r, FAIL_DLQ, err);
     else ttb_metrics.dead_letters++;
     return 0;
+}
+
+static rd_kafka_t *producer_new(ttb_bridge_t *b, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = ttb_kafka_conf(b->config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
+    if (!conf) return NULL;
+    rd_kafka_conf_set_opaque(conf, b);
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errstr_size, "kafka producer: %s", why);
+    }
+    return rk; /* conf now owned by the producer */
+}
+
+/* The idempotent producer failed fatally (librdkafka 2.0.2 does so after a
+ * sequence desynchronisation, #4438): what it held is purged, a new one
+ * takes over, and every record not yet acknowledged is produced again (a
+ * result may then reach Kafka twice, with the same bytes). */
+static void producer_restart(ttb_bridge_t *b) {
+    char why[512] = "";
+    rd_kafka_fatal_error(b->producer, why, sizeof(why));
+    ttb_log_error("kafka producer failed fatally; starting a new one", "error", why);
+    rd_kafka_t *old = b->producer;
+    b->restarting_producer = true; /* purged reports are not failures to retry */
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(old, 0);
+    rd_kafka_destroy(old);
+    b->restarting_producer = false;
+    char err[512];
+    if (!(b->producer = producer_new(b, err, sizeof(err)))) {
+        fail_fatal(b, "cannot create a new kafka producer", err);
+        return;
+    }
+    for (size_t p = 0; p < b->nparts; p++)
+        for (record_t *r = b->parts[p].head; r; r = r->next) {
+            if (r->done || !r->produced || r->in_retry) continue;
+            r->deliveries = 0;
+            r->last_err = RD_KAFKA_RESP_ERR__FATAL;
+            r->failed = FAIL_RESULT;
+            if (r->parse_code != TTB_CODE_OK && ttb_code_is_dead_letter(r->parse_code))
+                r->failed |= FAIL_DLQ;
+            if (push_ptr(&b->retry, &b->nretry, &b->capretry, r))
+                fail_fatal(b, "out of memory", "records to produce again");
+            else r->in_retry = true;
+        }
+    ttb_backoff_reset(&b->kafka_backoff);
 }
 
 /* Produces again what Kafka refused: a result refused for its size becomes
@@ -449,7 +499,9 @@ static void partition_release(ttb_bridge_t *b, int32_t p) {
 }
 
 static void commit_sync(ttb_bridge_t *b) {
-    rd_kafka_resp_err_t err = rd_kafka_commit(b->consumer, NULL, 0);
+    /* While stopping, nothing may wait on a coordinator that may be gone:
+     * the commit is sent, and leaving the group is bounded on its own. */
+    rd_kafka_resp_err_t err = rd_kafka_commit(b->consumer, NULL, b->stop_deadline_us ? 1 : 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         ttb_log_warn("offset commit failed", "error", rd_kafka_err2str(err));
 }
@@ -914,18 +966,8 @@ ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t er
         }
     }
 
-    rd_kafka_conf_t *pconf = ttb_kafka_conf(config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
-    if (!pconf) goto fail;
-    rd_kafka_conf_set_opaque(pconf, b);
-    rd_kafka_conf_set_dr_msg_cb(pconf, dr_msg_cb);
+    if (!(b->producer = producer_new(b, errstr, errstr_size))) goto fail;
     char why[512];
-    b->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, why, sizeof(why));
-    if (!b->producer) {
-        rd_kafka_conf_destroy(pconf);
-        snprintf(errstr, errstr_size, "kafka producer: %s", why);
-        goto fail;
-    }
-    pconf = NULL; /* now owned by the producer */
 
     rd_kafka_conf_t *cconf = ttb_kafka_conf(config, TTB_KAFKA_CONSUMER, errstr, errstr_size);
     if (!cconf) goto fail;
@@ -1145,12 +1187,7 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
             summary(b, summary_every);
             b->next_summary_us = now_us() + summary_every;
         }
-        rd_kafka_error_t *fatal = NULL;
-        char ferr[256];
-        if (rd_kafka_fatal_error(b->producer, ferr, sizeof(ferr))) {
-            fail_fatal(b, "kafka producer fatal error", ferr);
-            (void)fatal;
-        }
+        if (rd_kafka_fatal_error(b->producer, NULL, 0)) producer_restart(b);
     }
     begin_stop(b);
     if (b->fatal) {

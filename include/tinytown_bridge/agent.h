@@ -176,17 +176,20 @@ const char *ttb_str_trim(const char *s, size_t *len);
 bool ttb_agent_name_is_reserved(const char *name);
 
 /**
- * If the trimmed reference @p ref is a UUID in any form Rust accepts, writes
- * its canonical form to @p out and @returns true (resolution then is by id
- * only: that agent or none).
+ * If the trimmed reference @p ref is a UUID in any form Rust accepts, or
+ * `supervisor` / `conductor` in any ASCII case (tinytown's aliases of the
+ * supervisor, TTB_UUID_SUPERVISOR), writes the canonical id to @p out and
+ * @returns true (resolution then is by id only: that agent or none).
  */
 bool ttb_agent_ref_as_uuid(const char *ref, char out[TTB_UUID_BUFSZ]);
 
 /**
  * Resolves a user's agent reference among @p n agents by tinytown's rules:
- * trimmed; empty → not found; a UUID → the agent with that id; otherwise every
- * agent whose name, display name or display label equals it ignoring ASCII
- * case, or whose short id equals it, matches.
+ * trimmed; empty → not found; a UUID → the agent with that id; a name that
+ * exactly one agent has, byte for byte → that agent (tinytown 0.10.0's `tt`
+ * resolves by exact name, so `Bob` and `bob` stay two agents); otherwise
+ * every agent whose name, display name or display label equals it ignoring
+ * ASCII case, or whose short id equals it, matches.
  * @returns TTB_CODE_OK with *index set; TTB_CODE_AGENT_NOT_FOUND
  * ("agent '{ref}' not found"); or TTB_CODE_AMBIGUOUS_AGENT ("agent reference
  * '{ref}' is ambiguous: " then "{label} ({short id})" of every match, in array

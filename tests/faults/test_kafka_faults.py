@@ -194,5 +194,24 @@ def test_a_missing_topic_stops_the_start_with_its_name():
         assert "missing topic: nowhere.dlq" in log and "kafka.create_topics" in log, log
 
 
+def test_a_fatal_producer_error_starts_a_new_producer():
+    """librdkafka 2.0.2's idempotent producer fails fatally on a sequence
+    desynchronisation (here: an out-of-order answer). The bridge replaces it
+    and produces again what was not acknowledged; it does not exit."""
+    with Stack() as s:
+        b = s.bridge()
+        ok(s.call("spawn", {"name": "x"}))
+        s.redis.pause()  # hold the commands until the error is armed
+        ids = [s.send("list") for _ in range(3)]
+        b.wait_log("redis unavailable", 20)
+        s.kafka.inject("request-errors Produce 1 OUT_OF_ORDER_SEQUENCE_NUMBER")
+        s.redis.resume()
+        s.results_for(ids, timeout=60)
+        assert "starting a new one" in b.log_text()
+        assert b.proc.poll() is None
+        assert ok(s.call("list"))["agents"] == []
+        assert b.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests(globals())

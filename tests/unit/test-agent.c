@@ -787,6 +787,12 @@ static void test_ref_as_uuid(void **state) {
     assert_false(ttb_agent_ref_as_uuid("backend", out));
     assert_false(ttb_agent_ref_as_uuid("URN:UUID:" ID, out));
     assert_false(ttb_agent_ref_as_uuid("", out));
+    /* tinytown's aliases of the supervisor. */
+    assert_true(ttb_agent_ref_as_uuid(" SUPERVISOR ", out));
+    assert_string_equal(out, TTB_UUID_SUPERVISOR);
+    assert_true(ttb_agent_ref_as_uuid("Conductor", out));
+    assert_string_equal(out, TTB_UUID_SUPERVISOR);
+    assert_false(ttb_agent_ref_as_uuid("supervisors", out));
 }
 
 /* The town used by the resolution tests. */
@@ -891,6 +897,11 @@ static void test_resolve_ambiguous(void **state) {
     assert_string_equal(err, "agent reference 'FRED' is ambiguous: Fred [reviewer] (abcd), "
                              "fred [fred] (abcd)");
     assert_int_equal(index, 99);
+    /* The exact name of one agent is that agent, as tinytown 0.10.0's `tt`
+     * resolves it (Fred the nickname and fred the name stay apart). */
+    assert_int_equal(ttb_agent_resolve(t->agents, 4, " fred ", &index, err, sizeof err),
+                     TTB_CODE_OK);
+    assert_int_equal(index, 2);
     /* Two ids starting with abcd. */
     assert_int_equal(ttb_agent_resolve(t->agents, 4, "ABCD", &index, err, sizeof err),
                      TTB_CODE_AMBIGUOUS_AGENT);
@@ -902,11 +913,11 @@ static void test_resolve_message_truncation(void **state) {
     town_t *t = *state;
     size_t index;
     char err[300];
-    const char *full = "agent reference 'fred' is ambiguous: Fred [reviewer] (abcd), "
+    const char *full = "agent reference 'FRED' is ambiguous: Fred [reviewer] (abcd), "
                        "fred [fred] (abcd)";
     for (size_t size = 0; size <= strlen(full) + 1; size++) {
         memset(err, 'x', sizeof err);
-        assert_int_equal(ttb_agent_resolve(t->agents, 4, "fred", &index, err, size),
+        assert_int_equal(ttb_agent_resolve(t->agents, 4, "FRED", &index, err, size),
                          TTB_CODE_AMBIGUOUS_AGENT);
         if (size == 0) {
             assert_int_equal(err[0], 'x'); /* nothing written */
@@ -916,7 +927,7 @@ static void test_resolve_message_truncation(void **state) {
         assert_memory_equal(err, full, size - 1);
         assert_int_equal(err[size], 'x'); /* nothing past the buffer */
     }
-    assert_int_equal(ttb_agent_resolve(t->agents, 4, "fred", &index, NULL, 0),
+    assert_int_equal(ttb_agent_resolve(t->agents, 4, "FRED", &index, NULL, 0),
                      TTB_CODE_AMBIGUOUS_AGENT);
 
     /* A cut never splits a UTF-8 character: "Zoë" with the ë cut in half. */
