@@ -383,5 +383,30 @@ def test_sigkill_while_redis_refuses_then_a_new_bridge():
         assert b2.stop() == 0
 
 
+def test_state_capture_writes_nothing_while_the_event_stream_is_unusable():
+    """The capture script checks its keys before writing too: with the town's
+    event stream of the wrong type it records nothing (so nothing is lost);
+    once the stream is usable again the change is captured."""
+    with Stack() as s:
+        b = s.bridge(extra=["--set", "events.reconcile_interval_ms=200"])
+        aid = ok(s.call("spawn", {"name": "cap"}))["agent"]["id"]
+        wait_until(lambda: s.r.hget("ttb:demo:observed", aid) == b"starting", 20,
+                   what="capture's record of the new agent")
+        s.r.rename("tt:demo:events", "saved-events")
+        s.r.set("tt:demo:events", "wrong type")
+        s.r.hset("tt:demo:agent:" + aid, "state", "working")  # a foreign change
+        b.wait_log("state capture script failed", 20)
+        assert s.r.hget("ttb:demo:observed", aid) == b"starting", "nothing recorded"
+        assert s.r.get("tt:demo:events") == b"wrong type"
+        s.r.delete("tt:demo:events")
+        s.r.rename("saved-events", "tt:demo:events")
+        wait_until(lambda: s.r.hget("ttb:demo:observed", aid) == b"working", 20,
+                   what="the change captured once the stream is back")
+        changed = [json.loads(f[b"data"]) for _, f in s.r.xrange("tt:demo:events")
+                   if f[b"event_type"] == b"agent_state_changed"]
+        assert [(e["old_state"], e["new_state"]) for e in changed] == [("Starting", "Working")]
+        assert b.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests(globals())
