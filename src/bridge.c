@@ -85,6 +85,7 @@ struct ttb_bridge {
     uint64_t next_peers_us;
     bool peers_checked;      /* the group was compared at least once */
     bool peers_disagree;
+    bool legacy_adopted;     /* first-version idempotency records moved over */
     ttb_waits_t *waits;      /* pending `wait`s, by agent */
     redisContext *watch;     /* keyspace notifications of agent keys, for waits */
     char **watch_patterns;   /* one per town: __keyspace@<db>__:tt:<town>:agent:* */
@@ -589,6 +590,21 @@ static void redis_came_back(ttb_bridge_t *b) {
     ttb_log_info("redis available again: resuming", "outage_s", secs);
 }
 
+/* Once per process, before the first command: records the bridge's first
+ * version kept in per-bucket hashes join the town's record hash, so an
+ * upgrade never applies a redelivered command again. */
+static void adopt_legacy_records(ttb_bridge_t *b) {
+    long moved = ttb_service_adopt_legacy_records(b->service, b->config->towns,
+                                                  b->config->ntowns);
+    if (moved < 0) return; /* tried again after the next reconnect */
+    b->legacy_adopted = true;
+    if (moved > 0) {
+        char n[24];
+        snprintf(n, sizeof(n), "%ld", moved);
+        ttb_log_info("idempotency records of an earlier version adopted", "records", n);
+    }
+}
+
 /* Compares this bridge's answer-changing settings with its group's (see
  * peers.h). A disagreement found at start stops it; later ones are logged. */
 static void check_peers(ttb_bridge_t *b) {
@@ -653,6 +669,7 @@ static bool redis_tick(ttb_bridge_t *b) {
             return false;
         }
         redis_came_back(b);
+        if (!b->legacy_adopted) adopt_legacy_records(b);
     }
     if (now >= b->next_peers_us) check_peers(b);
     return !b->fatal;

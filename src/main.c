@@ -146,6 +146,12 @@ static int run_apply(const ttb_config_t *cfg) {
                                  .idempotency_ttl_s = cfg->idempotency_ttl_s,
                                  .scan_count = cfg->scan_count};
     ttb_service_t *svc = ttb_service_new(store, &scfg);
+    if (svc && ttb_service_adopt_legacy_records(svc, cfg->towns, cfg->ntowns) < 0) {
+        fprintf(stderr, "tinytown-bridge: redis: %s\n", ttb_store_errstr(store));
+        ttb_service_free(svc);
+        ttb_store_free(store);
+        return 1;
+    }
     ttb_command_policy_t policy;
     ttb_config_policy(cfg, &policy);
     int status = 0;

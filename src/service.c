@@ -1285,6 +1285,56 @@ int ttb_service_execute(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
     return rc;
 }
 
+/* The bucket hashes of one town, found with SCAN (their names end in the
+ * bucket number), each moved by one script call. */
+static long adopt_town(ttb_service_t *svc, const char *town) {
+    char pattern[TTB_KEY_BUFSZ], cursor[TTB_CURSOR_BUFSZ] = "0", spec[SPEC_BUFSZ];
+    snprintf(pattern, sizeof(pattern), "ttb:%s:cmds:*", town);
+    idem_spec(svc, ttb_time_now(), spec);
+    size_t prefix = strlen(pattern) - 1;
+    long moved = 0;
+    do {
+        redisReply *scan;
+        const redisReply *keys;
+        int rc = ttb_store_command(svc->store, &scan, "SCAN %s MATCH %s COUNT %u", cursor, pattern,
+                                   svc->scan_count);
+        if (rc) return rc;
+        if (ttb_reply_scan_page(scan, cursor, &keys)) {
+            freeReplyObject(scan);
+            return TTB_ERR_PROTO;
+        }
+        for (size_t i = 0; i < keys->elements && moved >= 0; i++) {
+            const redisReply *k = keys->element[i];
+            if (k->type != REDIS_REPLY_STRING || k->len <= prefix ||
+                strspn(k->str + prefix, "0123456789") != k->len - prefix)
+                continue; /* not a bucket (the expiry set, say) */
+            const char *argv[] = {"adopt", spec, town, k->str};
+            redisReply *r;
+            rc = ttb_store_append_script(svc->store, TTB_SCRIPT_IDEM, 0, 4, argv, NULL);
+            if (!rc) rc = ttb_store_reply(svc->store, &r);
+            if (rc) {
+                moved = rc;
+                break;
+            }
+            if (r->type == REDIS_REPLY_INTEGER) moved += r->integer;
+            else if (ttb_reply_is_noscript(r) && !ttb_store_load_scripts(svc->store)) i--;
+            freeReplyObject(r);
+        }
+        freeReplyObject(scan);
+    } while (moved >= 0 && strcmp(cursor, "0") != 0);
+    return moved;
+}
+
+long ttb_service_adopt_legacy_records(ttb_service_t *svc, char *const *towns, size_t n) {
+    long total = 0;
+    for (size_t t = 0; t < n; t++) {
+        long moved = adopt_town(svc, towns[t]);
+        if (moved < 0) return moved;
+        total += moved;
+    }
+    return total;
+}
+
 int ttb_service_check_waits(ttb_service_t *svc, const ttb_command_t *const *cmds,
                             ttb_outcome_t *const *out, size_t n, int64_t now_ms) {
     if (!ttb_store_connected(svc->store)) return TTB_ERR_IO;

@@ -78,6 +78,14 @@ int ttb_service_execute(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
 int ttb_service_check_waits(ttb_service_t *svc, const ttb_command_t *const *cmds,
                             ttb_outcome_t *const *out, size_t n, int64_t now_ms);
 
+/**
+ * Moves idempotency records written by the bridge's first version (hashes
+ * `ttb:{town}:cmds:{bucket}`) into each of @p n towns' record hash, so that
+ * commands applied before an upgrade are still recognised after it.
+ * @returns the number of records moved, or TTB_ERR_IO / TTB_ERR_PROTO.
+ */
+long ttb_service_adopt_legacy_records(ttb_service_t *svc, char *const *towns, size_t n);
+
 /** Frees the record of @p out and zeroes it. Accepts NULL. */
 void ttb_outcome_clear(ttb_outcome_t *out);
 

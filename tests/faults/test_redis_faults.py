@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 import urllib.request
 
 import redis
@@ -406,6 +407,27 @@ def test_state_capture_writes_nothing_while_the_event_stream_is_unusable():
                    if f[b"event_type"] == b"agent_state_changed"]
         assert [(e["old_state"], e["new_state"]) for e in changed] == [("Starting", "Working")]
         assert b.stop() == 0
+
+
+def test_records_of_the_first_version_are_adopted_on_upgrade():
+    """The first version kept idempotency records in per-bucket hashes. A
+    command applied by it and delivered again after the upgrade is answered
+    from its record, not applied a second time."""
+    with Stack() as s:
+        url = s.redis.url
+        _, res = apply_lines(url, [{"id": "u-0", "op": "spawn", "args": {"name": "old"}}])
+        first = res[0]
+        # Make it look as the first version left it: the record in a bucket.
+        stored = s.r.hget("ttb:demo:cmds", "u-0")
+        s.r.delete("ttb:demo:cmds", "ttb:demo:cmds:expiry")
+        s.r.hset("ttb:demo:cmds:23620", "u-0", stored)
+        s.r.expire("ttb:demo:cmds:23620", 3600)
+        _, again = apply_lines(url, [{"id": "u-0", "op": "spawn", "args": {"name": "old"}}])
+        assert again == [first], (again, first)
+        assert len(list(s.r.scan_iter("tt:demo:agent:*"))) == 1
+        assert not s.r.exists("ttb:demo:cmds:23620")
+        left = s.r.zscore("ttb:demo:cmds:expiry", "u-0") - time.time()
+        assert 3500 < left <= 3600, left
 
 
 if __name__ == "__main__":
