@@ -314,17 +314,8 @@ static int produce_dead_letter(ttb_bridge_t *b, record_t *r) {
 }
 
 static rd_kafka_t *producer_new(ttb_bridge_t *b, char *errstr, size_t errstr_size) {
-    rd_kafka_conf_t *conf = ttb_kafka_conf(b->config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
-    if (!conf) return NULL;
-    rd_kafka_conf_set_opaque(conf, b);
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-    char why[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(errstr, errstr_size, "kafka producer: %s", why);
-    }
-    return rk; /* conf now owned by the producer */
+    return ttb_kafka_producer_new(b->config, "kafka producer", dr_msg_cb, NULL, b, errstr,
+                                  errstr_size);
 }
 
 /* The idempotent producer failed fatally (librdkafka 2.0.2 does so after a

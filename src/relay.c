@@ -310,20 +310,8 @@ static void relay_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
 }
 
 static rd_kafka_t *relay_producer_new(ttb_relay_t *relay, char *errstr, size_t errstr_size) {
-    rd_kafka_conf_t *conf = ttb_kafka_conf(relay->config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
-    if (!conf) return NULL;
-    rd_kafka_conf_set_opaque(conf, relay);
-    rd_kafka_conf_set_dr_msg_cb(conf, relay_dr_cb);
-    rd_kafka_conf_set_error_cb(conf, relay_error_cb);
-    char why[256];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(errstr, errstr_size, "relay producer: %s", why);
-        return NULL;
-    }
-    conf = NULL; /* now owned by rk */
-    return rk;
+    return ttb_kafka_producer_new(relay->config, "relay producer", relay_dr_cb, relay_error_cb,
+                                  relay, errstr, errstr_size);
 }
 
 /* Gives up what is queued, serving the delivery reports so that every

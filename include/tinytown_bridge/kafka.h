@@ -39,6 +39,16 @@ rd_kafka_resp_err_t ttb_kafka_produce(rd_kafka_t *rk, const char *topic, const v
                                       size_t key_len, const void *value, size_t value_len,
                                       rd_kafka_headers_t *hdrs, void *opaque);
 
+/**
+ * Creates a producer configured by ttb_kafka_conf() whose delivery reports go
+ * to @p dr_cb (and client errors to @p error_cb, if not NULL), with @p opaque.
+ * @returns it, or NULL with @p errstr ("@p what: reason").
+ */
+rd_kafka_t *ttb_kafka_producer_new(const ttb_config_t *config, const char *what,
+                                   void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *),
+                                   void (*error_cb)(rd_kafka_t *, int, const char *, void *),
+                                   void *opaque, char *errstr, size_t errstr_size);
+
 /** Adds a string header (copied). @returns 0 or TTB_ERR_NOMEM. */
 int ttb_kafka_header(rd_kafka_headers_t *hdrs, const char *name, const char *value);
 

@@ -99,18 +99,26 @@ def test_retriable_produce_errors_and_a_slow_broker():
         f.check()
 
 
+def answers_under_produce_errors(s, b, injection):
+    """Three commands held back (Redis down) until `injection` is armed, so
+    that the bridge's results, not the test's commands, meet it; returns
+    their ids once all are answered."""
+    ok(s.call("spawn", {"name": "x"}))
+    s.redis.pause()
+    ids = [s.send("list") for _ in range(3)]
+    b.wait_log("redis unavailable", 20)
+    s.kafka.inject(injection)
+    s.redis.resume()
+    s.results_for(ids, timeout=60)
+    return ids
+
+
 def test_records_kafka_refuses_become_too_large_answers():
     """The broker refuses the result records (MSG_SIZE_TOO_LARGE): each
     command is answered too_large instead, the bridge goes on."""
     with Stack() as s:
         b = s.bridge()
-        ok(s.call("spawn", {"name": "x"}))
-        s.redis.pause()  # hold the commands until the errors are armed
-        ids = [s.send("list") for _ in range(3)]
-        b.wait_log("redis unavailable", 20)
-        s.kafka.inject("request-errors Produce 3 MSG_SIZE_TOO_LARGE")
-        s.redis.resume()
-        s.results_for(ids, timeout=60)
+        ids = answers_under_produce_errors(s, b, "request-errors Produce 3 MSG_SIZE_TOO_LARGE")
         codes = [s.seen[i][0]["doc"].get("error", {}).get("code", "ok") for i in ids]
         assert set(codes) <= {"too_large", "ok"} and "too_large" in codes, codes
         for i in ids:
@@ -200,13 +208,7 @@ def test_a_fatal_producer_error_starts_a_new_producer():
     and produces again what was not acknowledged; it does not exit."""
     with Stack() as s:
         b = s.bridge()
-        ok(s.call("spawn", {"name": "x"}))
-        s.redis.pause()  # hold the commands until the error is armed
-        ids = [s.send("list") for _ in range(3)]
-        b.wait_log("redis unavailable", 20)
-        s.kafka.inject("request-errors Produce 1 OUT_OF_ORDER_SEQUENCE_NUMBER")
-        s.redis.resume()
-        s.results_for(ids, timeout=60)
+        answers_under_produce_errors(s, b, "request-errors Produce 1 OUT_OF_ORDER_SEQUENCE_NUMBER")
         assert "starting a new one" in b.log_text()
         assert b.proc.poll() is None
         assert ok(s.call("list"))["agents"] == []
