@@ -8,18 +8,9 @@ import signal
 import subprocess
 import time
 
-from bridge_harness import Stack
+from bridge_harness import Stack, err, ok
 from harness import run_tests, wait_until
 
-
-def ok(doc):
-    assert doc["ok"] is True, doc
-    return doc["result"]
-
-
-def err(doc, code):
-    assert doc["ok"] is False and doc["error"]["code"] == code, doc
-    return doc["error"]["message"]
 
 
 def hget(stack, agent_id, field):

@@ -11,29 +11,14 @@ import uuid
 
 from kafka import KafkaConsumer, TopicPartition
 
-from bridge_harness import Stack
+from bridge_harness import EventReader, Stack
 from harness import run_tests, wait_until
 
 T0 = "2026-11-24T06:51:00+00:00"
 
 
-class Events:
+class Events(EventReader):
     """Reads the events topic from the beginning, remembering every record."""
-
-    def __init__(self, stack):
-        self.c = KafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, fetch_max_wait_ms=10,
-                               enable_auto_commit=False, consumer_timeout_ms=50)
-        parts = [TopicPartition(stack.events, p) for p in self.c.partitions_for_topic(stack.events)]
-        self.c.assign(parts)
-        self.c.seek_to_beginning(*parts)
-        self.records = []
-
-    def poll(self):
-        for m in self.c:
-            h = {k: v.decode() for k, v in (m.headers or [])}
-            self.records.append({"partition": m.partition, "key": m.key, "value": m.value,
-                                 "headers": h, "id": h.get("tt-event-id")})
-        return self.records
 
     def ids(self):
         return [r["id"] for r in self.poll()]

@@ -31,7 +31,7 @@ import time
 import urllib.request
 import uuid
 
-from bridge_harness import Stack, bridge_path
+from bridge_harness import Stack, bridge_path, err, ok
 from kafka_harness import consume_all
 from harness import RedisServer, free_port, pdeathsig_preexec, run_tests, wait_until
 
@@ -201,15 +201,6 @@ def apply(redis, *commands, town="demo"):
 def call(redis, op, **args):
     return apply(redis, {"id": "tt-" + uuid.uuid4().hex, "op": op, "args": args})[0]
 
-
-def ok(doc):
-    assert doc["ok"] is True, doc
-    return doc["result"]
-
-
-def err(doc, code):
-    assert doc["ok"] is False and doc["error"]["code"] == code, doc
-    return doc["error"]["message"]
 
 
 # ---- tests ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ import uuid
 
 from kafka import KafkaConsumer, TopicPartition
 
-from bridge_harness import Stack, bridge_path
+from bridge_harness import EventReader, Stack, bridge_path
 from harness import RedisServer, mock_kafka_only, run_tests, wait_until
 
 T0 = "2026-11-24T06:51:00+00:00"
@@ -35,25 +35,12 @@ BURST = 3000
 LEASE = ["--set", "events.relay_lease_ms=1000"]
 
 
-class Events:
-    """Reads the events topic from the beginning, remembering every record."""
+class Events(EventReader):
+    """Reads the events topic from the beginning, remembering every record;
+    fetches up to 4 MiB a partition (bursts of thousands)."""
 
     def __init__(self, stack):
-        self.c = KafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, fetch_max_wait_ms=10,
-                               enable_auto_commit=False, consumer_timeout_ms=50,
-                               max_partition_fetch_bytes=4 << 20)
-        parts = [TopicPartition(stack.events, p) for p in self.c.partitions_for_topic(stack.events)]
-        self.c.assign(parts)
-        self.c.seek_to_beginning(*parts)
-        self.records = []
-
-    def poll(self):
-        for m in self.c:
-            h = {k: v.decode() for k, v in (m.headers or [])}
-            self.records.append({"partition": m.partition, "key": m.key, "value": m.value,
-                                 "headers": h, "id": h.get("tt-event-id"),
-                                 "doc": json.loads(m.value) if m.value.startswith(b"{") else {}})
-        return self.records
+        super().__init__(stack, fetch_bytes=4 << 20)
 
     def drain(self, timeout=30):
         """Reads up to the end of every partition as it is now."""

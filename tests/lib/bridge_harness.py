@@ -280,3 +280,31 @@ def ok(doc):
     """The `result` of a result document that must be ok."""
     assert doc["ok"] is True, doc
     return doc["result"]
+
+
+def err(doc, code):
+    """The message of a result document that must be an error with `code`."""
+    assert doc["ok"] is False and doc["error"]["code"] == code, doc
+    return doc["error"]["message"]
+
+
+class EventReader:
+    """Reads a stack's events topic from the beginning, remembering every
+    record (key, value, headers as text, tt-event-id, the JSON document)."""
+
+    def __init__(self, stack, fetch_bytes=1 << 20):
+        self.c = KafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, fetch_max_wait_ms=10,
+                               enable_auto_commit=False, consumer_timeout_ms=50,
+                               max_partition_fetch_bytes=fetch_bytes)
+        parts = [TopicPartition(stack.events, p) for p in self.c.partitions_for_topic(stack.events)]
+        self.c.assign(parts)
+        self.c.seek_to_beginning(*parts)
+        self.records = []
+
+    def poll(self):
+        for m in self.c:
+            h = {k: v.decode() for k, v in (m.headers or [])}
+            self.records.append({"partition": m.partition, "key": m.key, "value": m.value,
+                                 "headers": h, "id": h.get("tt-event-id"),
+                                 "doc": json.loads(m.value) if m.value.startswith(b"{") else {}})
+        return self.records
