@@ -89,6 +89,7 @@ struct ttb_bridge {
     ttb_waits_t *waits;      /* pending `wait`s, by agent */
     redisContext *watch;     /* keyspace notifications of agent keys, for waits */
     char **watch_patterns;   /* one per town: __keyspace@<db>__:tt:<town>:agent:* */
+    uint64_t next_watch_check_us; /* when to check that notifications are still on */
     bool watch_warned;
     uint64_t next_watch_try_us;
     uint64_t last_wait_check_us;
@@ -554,6 +555,9 @@ static void set_paused(ttb_bridge_t *b, bool paused) {
 /* ------------------------------------------------------------------------ */
 /* Applying                                                                  */
 
+static void watch_close(ttb_bridge_t *b);
+static void watch_pump(ttb_bridge_t *b);
+
 static void redis_went_down(ttb_bridge_t *b) {
     if (!b->redis_down) {
         b->redis_down = true;
@@ -564,6 +568,7 @@ static void redis_went_down(ttb_bridge_t *b) {
     }
     b->probe_error[0] = '\0';
     ttb_store_disconnect(b->store); /* a refusal leaves it connected; start afresh */
+    watch_close(b); /* Redis may come back another (restarted, failed over) */
     ttb_backoff_fail(&b->redis_backoff);
 }
 
@@ -680,6 +685,7 @@ static void apply_stalled(ttb_bridge_t *b) {
         return;
     }
     for (size_t i = 0; i < n; i++) cmds[i] = b->stalled[i]->cmd; /* shallow: strings stay owned */
+    watch_pump(b); /* the directories learn what others wrote up to now */
     int rc = ttb_service_execute(b->service, cmds, n, outs);
     free(cmds);
     if (rc == TTB_ERR_IO || rc == TTB_ERR_PROTO) {
@@ -716,22 +722,25 @@ static void watch_close(ttb_bridge_t *b) {
     if (b->watch) redisFree(b->watch);
     b->watch = NULL;
     ttb_waits_set_sweep(b->waits, b->config->wait_check_interval_ms);
+    if (b->service) ttb_service_set_live(b->service, false);
 }
 
-/* Subscribes to the agent keys' notifications while waits are pending, so a
- * wait is re-read when its agent changes. Without them (CONFIG refused, say)
- * every wait is re-read each wait_check_interval_ms instead. */
+/* Subscribes to the agent keys' notifications, so that a wait is re-read
+ * when its agent changes and the towns' directories follow what others
+ * write. Without them (CONFIG refused, say) every wait is re-read each
+ * wait_check_interval_ms and each round that resolves names reads its town. */
 static void watch_open(ttb_bridge_t *b) {
-    if (b->watch || now_us() < b->next_watch_try_us) return;
+    if (b->watch || b->redis_down || now_us() < b->next_watch_try_us) return;
     b->next_watch_try_us = now_us() + 5000000u;
     char err[256] = "";
-    if (!ttb_store_require_notifications(b->store, "Kgh", err, sizeof(err)))
+    if (!ttb_store_require_notifications(b->store, "Kgh", NULL, err, sizeof(err)))
         b->watch = ttb_store_subscribe(b->store, (const char *const *)b->watch_patterns,
                                        b->config->ntowns, err, sizeof(err));
     if (!b->watch) {
         if (!b->watch_warned)
             ttb_log_warn("keyspace notifications unavailable; pending waits are re-read every "
-                         "bridge.wait_check_interval_ms", "error", err);
+                         "bridge.wait_check_interval_ms and towns are read whole to resolve "
+                         "names", "error", err);
         b->watch_warned = true;
         return;
     }
@@ -739,6 +748,7 @@ static void watch_open(ttb_bridge_t *b) {
     b->watch_warned = false;
     ttb_waits_set_sweep(b->waits, b->config->wait_sweep_interval_ms);
     ttb_waits_touch_all(b->waits); /* whatever changed before we listened */
+    ttb_service_set_live(b->service, true);
 }
 
 /* A pmessage for `__keyspace@<db>__:tt:<town>:agent:<id>` touches that agent's waits. */
@@ -750,14 +760,18 @@ static void watch_note(ttb_bridge_t *b, const redisReply *r) {
     for (size_t t = 0; t < b->config->ntowns; t++) {
         size_t plen = strlen(b->watch_patterns[t]);
         if (pat->len != plen || memcmp(pat->str, b->watch_patterns[t], plen) != 0) continue;
-        if (chan->len >= plen) /* the pattern's '*' stands for the id */
-            ttb_waits_touch(b->waits, b->config->towns[t], chan->str + plen - 1,
-                            chan->len - (plen - 1));
+        if (chan->len >= plen) { /* the pattern's '*' stands for the id */
+            const char *id = chan->str + plen - 1;
+            size_t len = chan->len - (plen - 1);
+            ttb_waits_touch(b->waits, b->config->towns[t], id, len);
+            ttb_service_agent_touched(b->service, b->config->towns[t], id, len);
+        }
         return;
     }
 }
 
 static void watch_drain(ttb_bridge_t *b) {
+    if (!b->watch) return;
     struct pollfd pfd = {.fd = b->watch->fd, .events = POLLIN};
     while (b->watch && poll(&pfd, 1, 0) > 0) {
         if (!(pfd.revents & POLLIN) || redisBufferRead(b->watch) != REDIS_OK) {
@@ -775,14 +789,37 @@ static void watch_drain(ttb_bridge_t *b) {
 
 /* Re-reads the waits that may be over: touched by a notification, past
  * their deadline, or in the safety sweep's slice (see waits.h). */
-static void check_waits(ttb_bridge_t *b) {
-    if (ttb_waits_count(b->waits) == 0) {
-        if (b->watch) watch_close(b);
-        return;
+/* Whoever turned keyspace notifications off (CONFIG SET by hand, a config
+ * reload) silently cut the bridge off from others' writes: turn them on
+ * again, and read everything that may have changed meanwhile. Checked once
+ * per bridge.wait_sweep_interval_ms, the safety net's period. */
+static void watch_verify(ttb_bridge_t *b) {
+    if (!b->watch || now_us() < b->next_watch_check_us) return;
+    b->next_watch_check_us = now_us() + (uint64_t)b->config->wait_sweep_interval_ms * 1000u;
+    bool added = false;
+    char err[256] = "";
+    int rc = ttb_store_require_notifications(b->store, "Kgh", &added, err, sizeof(err));
+    if (rc == TTB_ERR_PROTO) {
+        watch_close(b); /* refused now: the fallbacks take over until it is allowed again */
+    } else if (!rc && added) {
+        ttb_log_warn("keyspace notifications had been turned off; turned them on again and "
+                     "reading the towns again");
+        ttb_service_set_live(b->service, false);
+        ttb_service_set_live(b->service, true);
+        ttb_waits_touch_all(b->waits);
     }
-    if (b->redis_down) return;
+}
+
+/* Keeps the notifications flowing and takes what they brought. */
+static void watch_pump(ttb_bridge_t *b) {
     watch_open(b);
-    if (b->watch) watch_drain(b);
+    watch_drain(b);
+    watch_verify(b);
+}
+
+static void check_waits(ttb_bridge_t *b) {
+    watch_pump(b);
+    if (ttb_waits_count(b->waits) == 0 || b->redis_down) return;
     uint64_t now = now_us();
     bool tick = now >= b->next_wait_check_us;
     if (!tick && !ttb_waits_any_touched(b->waits)) return;
@@ -993,7 +1030,8 @@ ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t er
     b->store = ttb_store_new(&config->redis);
     ttb_service_config_t scfg = {.redis_url_redacted = config->redis_url_redacted,
                                  .idempotency_ttl_s = config->idempotency_ttl_s,
-                                 .scan_count = config->scan_count};
+                                 .scan_count = config->scan_count,
+                                 .directory_reconcile_ms = config->directory_reconcile_ms};
     b->service = b->store ? ttb_service_new(b->store, &scfg) : NULL;
     if (!b->service) {
         snprintf(errstr, errstr_size, "out of memory");

@@ -370,7 +370,7 @@ static int capture_reconcile(ttb_capture_t *cap) {
  * refuses CONFIG) it relies on its periodic scan, and says so once. */
 static void capture_enable_notifications(ttb_capture_t *cap) {
     char why[256];
-    int rc = ttb_store_require_notifications(cap->store, "Kghx", why, sizeof(why));
+    int rc = ttb_store_require_notifications(cap->store, "Kghx", NULL, why, sizeof(why));
     if (rc == TTB_ERR_PROTO && !cap->notify_warned) {
         ttb_log_warn("keyspace notifications unavailable; state capture relies on its periodic "
                      "scan", "error", why);

@@ -190,6 +190,11 @@ static const setting_t settings[] = {
      .env = "TT_BRIDGE_BRIDGE_WAIT_SWEEP_INTERVAL_MS",
      .help = "Period in which every pending wait is re-read once even if no notification said "
              "its agent changed, in milliseconds."},
+    {.name = "bridge.directory_reconcile_ms", .kind = KIND_INT,
+     .off = AT(pub.directory_reconcile_ms), .min = 0, .max = 86400000, .def = "300000",
+     .env = "TT_BRIDGE_BRIDGE_DIRECTORY_RECONCILE_MS",
+     .help = "Period after which a town's agent directory is read whole again, although "
+             "keyspace notifications keep it current, in milliseconds (0: never)."},
     {.name = "bridge.idempotency_ttl_s", .kind = KIND_INT64, .off = AT(pub.idempotency_ttl_s),
      .min = 60, .max = 90 * DAY_S, .def = "604800", .env = "TT_BRIDGE_BRIDGE_IDEMPOTENCY_TTL_S",
      .help = "How long a command id is remembered, in seconds (up to 90 days)."},

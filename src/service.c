@@ -28,17 +28,29 @@
 #include <strings.h>
 
 #include "tinytown_bridge/agent.h"
+#include "tinytown_bridge/clock.h"
+#include "tinytown_bridge/directory.h"
 #include "tinytown_bridge/log.h"
 #include "tinytown_bridge/task.h"
 
 #define DEFAULT_TTL_S (7 * 24 * 3600)
 #define DEFAULT_SCAN_COUNT 1000
 
+/* A town's directory (directory.h), kept between batches. */
+typedef struct town_dir {
+    char *town;
+    ttb_directory_t *dir;
+} town_dir_t;
+
 struct ttb_service {
     ttb_store_t *store;
     char *redis_url;
     int64_t ttl_s;
     unsigned scan_count;
+    int64_t reconcile_ms; /* a directory older than this is read again whole */
+    bool live;            /* keyspace notifications reach the directories */
+    town_dir_t *dirs;
+    size_t ndirs;
 };
 
 ttb_service_t *ttb_service_new(ttb_store_t *store, const ttb_service_config_t *config) {
@@ -48,6 +60,7 @@ ttb_service_t *ttb_service_new(ttb_store_t *store, const ttb_service_config_t *c
     svc->redis_url = strdup(config->redis_url_redacted ? config->redis_url_redacted : "");
     svc->ttl_s = config->idempotency_ttl_s > 0 ? config->idempotency_ttl_s : DEFAULT_TTL_S;
     svc->scan_count = config->scan_count ? config->scan_count : DEFAULT_SCAN_COUNT;
+    svc->reconcile_ms = config->directory_reconcile_ms;
     if (!svc->redis_url) {
         free(svc);
         return NULL;
@@ -57,8 +70,46 @@ ttb_service_t *ttb_service_new(ttb_store_t *store, const ttb_service_config_t *c
 
 void ttb_service_free(ttb_service_t *svc) {
     if (!svc) return;
+    for (size_t i = 0; i < svc->ndirs; i++) {
+        free(svc->dirs[i].town);
+        ttb_dir_free(svc->dirs[i].dir);
+    }
+    free(svc->dirs);
     free(svc->redis_url);
     free(svc);
+}
+
+/* The directory of @p town, made empty (invalid) the first time; NULL on NOMEM. */
+static ttb_directory_t *town_dir(ttb_service_t *svc, const char *town, size_t len) {
+    for (size_t i = 0; i < svc->ndirs; i++)
+        if (strlen(svc->dirs[i].town) == len && memcmp(svc->dirs[i].town, town, len) == 0)
+            return svc->dirs[i].dir;
+    town_dir_t *grown = realloc(svc->dirs, (svc->ndirs + 1) * sizeof(*grown));
+    if (!grown) return NULL;
+    svc->dirs = grown;
+    town_dir_t *d = &svc->dirs[svc->ndirs];
+    d->town = strndup(town, len);
+    d->dir = ttb_dir_new();
+    if (!d->town || !d->dir) {
+        free(d->town);
+        ttb_dir_free(d->dir);
+        return NULL;
+    }
+    svc->ndirs++;
+    return d->dir;
+}
+
+void ttb_service_set_live(ttb_service_t *svc, bool live) {
+    if (live == svc->live) return;
+    svc->live = live;
+    /* Whatever changed while nobody listened: read every town again. */
+    for (size_t i = 0; i < svc->ndirs; i++) ttb_dir_clear(svc->dirs[i].dir);
+}
+
+void ttb_service_agent_touched(ttb_service_t *svc, const char *town, const char *id,
+                               size_t id_len) {
+    ttb_directory_t *dir = town_dir(svc, town, strlen(town));
+    if (dir) ttb_dir_touch(dir, id, id_len);
 }
 
 void ttb_outcome_clear(ttb_outcome_t *out) {
@@ -128,6 +179,11 @@ typedef struct town_view {
     bool want_tasks;  /* completed tasks, for get_result */
     bool membership_changed; /* a prune ran earlier in this round */
     bool changed;            /* any mutation ran earlier in this round */
+    /* The town's directory, when references resolve there (no listing in
+     * the round); else they resolve in agents[] below, read by SCAN. */
+    ttb_directory_t *dir;
+    bool dir_fresh; /* the directory was read whole for this round */
+    bool recheck;   /* it could not resolve a reference: read the town again */
     listed_t *agents;
     size_t nagents, capagents;
     ttb_task_t *tasks;
@@ -325,46 +381,151 @@ static int append_task_read(ttb_store_t *store, const char *town, const redisRep
     return ttb_store_appendf(store, "HGETALL %b", key->str, key->len);
 }
 
-/* Keeps only what get_result can pick: completed tasks with an assignee. */
-static int read_task_page(ttb_store_t *store, town_view_t *v, size_t nkeys, bool counts,
-                          ttb_time_t now) {
-    (void)counts;
+/* Reads the @p nkeys queued HGETALL replies of a SCAN page, handing each to
+ * @p take; after the first failure the rest are only drained. */
+typedef int (*take_fn)(town_view_t *, const redisReply *, ttb_time_t);
+
+static int read_each(ttb_store_t *store, town_view_t *v, size_t nkeys, ttb_time_t now,
+                     take_fn take) {
     int first_err = 0;
     for (size_t k = 0; k < nkeys; k++) {
         redisReply *h;
         int rc = ttb_store_reply(store, &h);
         if (rc) return rc;
-        if (!first_err && h->type == REDIS_REPLY_ARRAY && h->elements > 0) {
-            flat_t f;
-            ttb_task_t task;
-            if ((rc = flat_from_reply(h, &f))) {
-                first_err = rc;
-            } else {
-                rc = ttb_task_from_hash(&task, (const char *const *)f.strs, f.lens, f.n, now);
-                flat_free(&f);
-                if (rc == TTB_ERR_NOMEM) first_err = rc;
-                if (!rc && task.state == TTB_TASK_COMPLETED && task.assigned_to[0]) {
-                    if (grow((void **)&v->tasks, &v->captasks, v->ntasks + 1, sizeof(*v->tasks))) {
-                        ttb_task_clear(&task);
-                        first_err = TTB_ERR_NOMEM;
-                    } else {
-                        v->tasks[v->ntasks++] = task;
-                    }
-                } else if (!rc) {
-                    ttb_task_clear(&task);
-                }
-            }
-        }
+        if (!first_err) first_err = take(v, h, now);
         freeReplyObject(h);
     }
     return first_err;
+}
+
+/* Keeps only what get_result can pick: completed tasks with an assignee. */
+static int take_task(town_view_t *v, const redisReply *h, ttb_time_t now) {
+    if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) return 0;
+    flat_t f;
+    ttb_task_t task;
+    int rc = flat_from_reply(h, &f);
+    if (rc) return rc;
+    rc = ttb_task_from_hash(&task, (const char *const *)f.strs, f.lens, f.n, now);
+    flat_free(&f);
+    if (rc) return rc == TTB_ERR_NOMEM ? rc : 0;
+    if (task.state != TTB_TASK_COMPLETED || !task.assigned_to[0]) {
+        ttb_task_clear(&task);
+        return 0;
+    }
+    if (grow((void **)&v->tasks, &v->captasks, v->ntasks + 1, sizeof(*v->tasks))) {
+        ttb_task_clear(&task);
+        return TTB_ERR_NOMEM;
+    }
+    v->tasks[v->ntasks++] = task;
+    return 0;
+}
+
+static int read_task_page(ttb_store_t *store, town_view_t *v, size_t nkeys, bool counts,
+                          ttb_time_t now) {
+    (void)counts;
+    return read_each(store, v, nkeys, now, take_task);
+}
+
+/* ---- the directory ------------------------------------------------------ */
+
+/* A field of an HGETALL reply, as stored ("" when absent). */
+static const char *raw_field(const redisReply *h, const char *name) {
+    for (size_t i = 0; i + 1 < h->elements; i += 2) {
+        const redisReply *f = h->element[i], *v = h->element[i + 1];
+        if (f->type == REDIS_REPLY_STRING && strcmp(f->str, name) == 0 &&
+            v->type == REDIS_REPLY_STRING)
+            return v->str;
+    }
+    return "";
+}
+
+static ttb_dir_seen_t seen_of(const redisReply *h) {
+    ttb_dir_seen_t seen = {raw_field(h, "name"), raw_field(h, "nickname"),
+                           raw_field(h, "role_id")};
+    return seen;
+}
+
+/* Puts the agent of an HGETALL reply for @p id (NULL: whatever id it has)
+ * into the directory, or removes @p id when there is no agent there. */
+static int dir_take(ttb_directory_t *dir, const redisReply *h, const char *id, ttb_time_t now) {
+    ttb_agent_t agent;
+    int rc = agent_from_reply(h, &agent, now);
+    if (rc == TTB_ERR_NOTFOUND) {
+        if (id) ttb_dir_remove(dir, id);
+        return 0;
+    }
+    if (rc) return rc;
+    if (id && strcmp(agent.id, id) != 0) {
+        /* The hash names another agent: only a SCAN sees it as listings do. */
+        ttb_agent_clear(&agent);
+        ttb_dir_clear(dir);
+        return 0;
+    }
+    ttb_dir_seen_t seen = seen_of(h);
+    return ttb_dir_put(dir, &agent, &seen);
+}
+
+static int take_dir_agent(town_view_t *v, const redisReply *h, ttb_time_t now) {
+    return dir_take(v->dir, h, NULL, now);
+}
+
+static int read_dir_page(ttb_store_t *store, town_view_t *v, size_t nkeys, bool counts,
+                         ttb_time_t now) {
+    (void)counts;
+    return read_each(store, v, nkeys, now, take_dir_agent);
+}
+
+/* Reads again, in one round trip, the agents notified since the last use. */
+static int dir_refresh(ttb_service_t *svc, ttb_directory_t *dir, const char *town, ttb_time_t now) {
+    const char *const *ids;
+    size_t n = ttb_dir_dirty(dir, &ids);
+    for (size_t i = 0; i < n; i++) {
+        int rc = ttb_store_appendf(svc->store, "HGETALL tt:%s:agent:%s", town, ids[i]);
+        if (rc) return rc;
+    }
+    int first_err = 0;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *h;
+        int rc = ttb_store_reply(svc->store, &h);
+        if (rc) return rc;
+        if (!first_err && ttb_dir_valid(dir)) first_err = dir_take(dir, h, ids[i], now);
+        freeReplyObject(h);
+    }
+    if (!first_err) ttb_dir_clear_dirty(dir);
+    return first_err;
+}
+
+/* Makes the town's directory current and the view's: the notified agents
+ * read again, or the whole town when the directory is new, stale by age, or
+ * not kept (no notifications: then every round reads the town). */
+static int dir_sync(ttb_service_t *svc, town_view_t *v, ttb_time_t now) {
+    ttb_directory_t *dir = town_dir(svc, v->town, strlen(v->town));
+    if (!dir) return TTB_ERR_NOMEM;
+    int64_t now_ms = ttb_clock_ms();
+    if (!svc->live || (svc->reconcile_ms > 0 && ttb_dir_age_ms(dir, now_ms) >= svc->reconcile_ms))
+        ttb_dir_clear(dir);
+    int rc = ttb_dir_valid(dir) ? dir_refresh(svc, dir, v->town, now) : 0;
+    if (!rc && !ttb_dir_valid(dir)) {
+        char pattern[TTB_KEY_BUFSZ];
+        ttb_key_agent_pattern(pattern, v->town);
+        ttb_dir_clear(dir);
+        v->dir = dir;
+        rc = scan_pages(svc, v, pattern, false, append_agent_reads, read_dir_page, now);
+        if (!rc) ttb_dir_set_valid(dir, now_ms);
+        v->dir_fresh = true;
+    }
+    if (rc) ttb_dir_clear(dir);
+    v->dir = rc ? NULL : dir;
+    return rc;
 }
 
 static int gather(ttb_service_t *svc, town_view_t *v) {
     ttb_time_t now = ttb_time_now();
     char pattern[TTB_KEY_BUFSZ];
     int rc = 0;
-    if (v->want_dir || v->want_counts) {
+    if (v->want_dir && !v->want_counts) {
+        rc = dir_sync(svc, v, now);
+    } else if (v->want_dir || v->want_counts) {
         ttb_key_agent_pattern(pattern, v->town);
         rc = scan_pages(svc, v, pattern, v->want_counts, append_agent_reads, read_agent_page, now);
         if (!rc) view_dedupe(v);
@@ -571,10 +732,43 @@ typedef enum step_kind {
     STEP_READ      /* list/status: rendered from the view, stored afterwards */
 } step_kind_t;
 
+/* What the directory said of the agent a reference resolved to; the script
+ * (or, for reads, the bridge) checks the agent still has it. */
+typedef struct expect {
+    bool on;
+    char *name, *nickname, *role_id;
+} expect_t;
+
+static void expect_clear(expect_t *e) {
+    free(e->name);
+    free(e->nickname);
+    free(e->role_id);
+    memset(e, 0, sizeof(*e));
+}
+
+static int expect_set(expect_t *e, ttb_dir_seen_t seen) {
+    expect_clear(e);
+    e->name = strdup(seen.name);
+    e->nickname = strdup(seen.nickname);
+    e->role_id = strdup(seen.role_id);
+    e->on = e->name && e->nickname && e->role_id;
+    return e->on ? 0 : TTB_ERR_NOMEM;
+}
+
+/* Whether the agent of an HGETALL reply still has what was expected of it. */
+static bool expect_holds(const expect_t *e, const redisReply *h) {
+    if (!e->on) return true;
+    if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) return false;
+    ttb_dir_seen_t now = seen_of(h);
+    return strcmp(now.name, e->name) == 0 && strcmp(now.nickname, e->nickname) == 0 &&
+           strcmp(now.role_id, e->role_id) == 0;
+}
+
 typedef struct step {
     step_kind_t kind;
     town_view_t *view;
     char agent_id[TTB_UUID_BUFSZ];
+    expect_t expect;     /* resolved in the directory: to be checked */
     int64_t deadline_ms; /* wait: ours, if the SET wins */
     bool store_record;   /* a read's record still has to be stored */
 } step_t;
@@ -609,10 +803,33 @@ static town_view_t *round_view(round_t *r, const char *town) {
 }
 
 /* Resolves cmd->agent (or @p ref) to an id, or writes the error outcome.
- * @returns 1 when resolved, 0 when @p out got an error record, <0 on failure. */
-static int resolve(const ttb_command_t *cmd, const char *ref, town_view_t *v,
-                   char id[TTB_UUID_BUFSZ], ttb_outcome_t *out) {
+ * Resolved in the directory, @p expect (when not NULL) gets what the agent
+ * must still be. A reference the directory cannot resolve (no agent, or
+ * several) is answered only from a directory read afresh: with @p recheck,
+ * the view is marked for that and 2 returned.
+ * @returns 1 when resolved, 0 when @p out got an error record, 2 (see
+ * above), <0 on failure. */
+static int resolve(const ttb_command_t *cmd, const char *ref, town_view_t *v, bool recheck,
+                   char id[TTB_UUID_BUFSZ], expect_t *expect, ttb_outcome_t *out) {
+    if (expect) expect_clear(expect);
     if (ref_is_uuid(ref, id)) return 1;
+    char err[512];
+    size_t idx = 0;
+    if (v->dir) {
+        ttb_code_t code = ttb_dir_resolve(v->dir, ref, &idx, err, sizeof(err));
+        if (code != TTB_CODE_OK && recheck && !v->dir_fresh &&
+            (code == TTB_CODE_AGENT_NOT_FOUND || code == TTB_CODE_AMBIGUOUS_AGENT)) {
+            v->recheck = true;
+            return 2;
+        }
+        if (code != TTB_CODE_OK) {
+            int rc = render_error(cmd, code, err, out);
+            return rc ? rc : 0;
+        }
+        memcpy(id, ttb_dir_agent(v->dir, idx)->id, TTB_UUID_BUFSZ);
+        int rc = expect ? expect_set(expect, ttb_dir_seen(v->dir, idx)) : 0;
+        return rc ? rc : 1;
+    }
     /* The directory holds listed_t; resolution wants a plain agent array.
      * It is built once per round and only extended when a spawn of the
      * round adds an agent (the directory only grows within a round). */
@@ -621,8 +838,6 @@ static int resolve(const ttb_command_t *cmd, const char *ref, town_view_t *v,
             return TTB_ERR_NOMEM;
         for (; v->nflat < v->nagents; v->nflat++) v->flat[v->nflat] = v->agents[v->nflat].agent;
     }
-    char err[512];
-    size_t idx = 0;
     ttb_code_t code = ttb_agent_resolve(v->flat, v->nagents, ref, &idx, err, sizeof(err));
     if (code == TTB_CODE_OK) {
         memcpy(id, v->agents[idx].agent.id, TTB_UUID_BUFSZ);
@@ -672,6 +887,16 @@ static void idem_spec(const ttb_service_t *svc, ttb_time_t now, char spec[SPEC_B
              (long long)(now.sec + svc->ttl_s));
 }
 
+/* The expectations a script checks before it acts: "1", name, nickname,
+ * role_id, or "0" when the agent was named by its id. */
+static int push_expect(argv_buf_t *a, const expect_t *e) {
+    int rc = argv_str(a, e && e->on ? "1" : "0");
+    if (!rc && e && e->on) rc = argv_str(a, e->name);
+    if (!rc && e && e->on) rc = argv_str(a, e->nickname);
+    if (!rc && e && e->on) rc = argv_str(a, e->role_id);
+    return rc;
+}
+
 /* Strings every script takes first: town, command id, idempotency spec. */
 typedef struct script_head {
     char spec[SPEC_BUFSZ];
@@ -690,12 +915,40 @@ static int push_head(ttb_service_t *svc, const ttb_command_t *cmd, argv_buf_t *a
     return rc;
 }
 
+/* The agent a spawn is writing, as the directory will read it back. */
+static int spawned_to_dir(ttb_directory_t *dir, const ttb_agent_t *a, const ttb_command_t *cmd) {
+    ttb_agent_t copy = *a;
+    copy.name = strdup(cmd->name);
+    copy.cli = strdup(a->cli);
+    copy.nickname = strdup(a->nickname);
+    copy.role_id = cmd->role_id ? strdup(cmd->role_id) : NULL;
+    if (!copy.name || !copy.cli || !copy.nickname || (cmd->role_id && !copy.role_id)) {
+        ttb_agent_clear(&copy);
+        return TTB_ERR_NOMEM;
+    }
+    return ttb_dir_put(dir, &copy, NULL);
+}
+
+/* The agents a spawn's name check looks at: those with its name, any case. */
+static size_t name_holders(const town_view_t *v, const char *name, const char **ids, size_t max) {
+    size_t n = v->dir ? ttb_dir_count(v->dir) : v->nagents, found = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ttb_agent_t *a = v->dir ? ttb_dir_agent(v->dir, i) : &v->agents[i].agent;
+        if (strcasecmp(a->name, name) != 0) continue;
+        if (found < max) ids[found] = a->id;
+        found++;
+    }
+    return found;
+}
+
 static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_t *v,
-                        const char *parent_id, ttb_time_t now) {
+                        const char *parent_id, const expect_t *parent_expect, step_t *st,
+                        ttb_time_t now) {
     ttb_agent_t a;
     memset(&a, 0, sizeof(a));
     int rc = ttb_uuid_v4(a.id);
     if (rc) return rc;
+    memcpy(st->agent_id, a.id, TTB_UUID_BUFSZ);
     a.name = cmd->name;
     static char default_cli[] = "claude"; /* tinytown's default; the parser normally sets one */
     a.cli = cmd->cli ? cmd->cli : default_cli;
@@ -712,9 +965,10 @@ static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_
     script_head_t head;
     ttb_agent_hash_t hash;
     char ncand[24];
-    size_t cand = 0;
-    for (size_t i = 0; i < v->nagents; i++)
-        if (strcasecmp(v->agents[i].agent.name, cmd->name) == 0) cand++;
+    size_t cand = name_holders(v, cmd->name, NULL, 0);
+    const char **cands = malloc(sizeof(*cands) * (cand ? cand : 1));
+    if (!cands) return TTB_ERR_NOMEM;
+    name_holders(v, cmd->name, cands, cand);
     snprintf(ncand, sizeof(ncand), "%zu", cand);
     ttb_agent_to_hash(&a, &hash);
 
@@ -724,10 +978,9 @@ static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_
     if (!rc) rc = argv_str(&av, parent_id ? parent_id : "");
     if (!rc) rc = argv_str(&av, cmd->name);
     if (!rc) rc = argv_str(&av, ttb_spawn_mode_name(a.spawn_mode));
+    if (!rc) rc = push_expect(&av, parent_expect);
     if (!rc) rc = argv_str(&av, ncand);
-    for (size_t i = 0; i < v->nagents && !rc; i++)
-        if (strcasecmp(v->agents[i].agent.name, cmd->name) == 0)
-            rc = argv_str(&av, v->agents[i].agent.id);
+    for (size_t i = 0; i < cand && !rc; i++) rc = argv_str(&av, cands[i]);
     for (size_t i = 0; i < hash.nset && !rc; i++) {
         rc = argv_str(&av, hash.field[i]);
         if (!rc) rc = argv_push(&av, hash.value[i], hash.value_len[i]);
@@ -735,9 +988,14 @@ static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_
     if (!rc)
         rc = ttb_store_append_script(svc->store, TTB_SCRIPT_SPAWN, 0, (int)av.n, av.argv, av.lens);
     argv_free(&av);
+    free(cands);
     if (rc) return rc;
 
-    /* Later commands of this round may already name the new agent. */
+    /* Later commands may already name the new agent (and if the spawn fails,
+     * collect_round takes it out of the directory again). */
+    ttb_directory_t *dir = v->dir ? v->dir : town_dir(svc, cmd->town, strlen(cmd->town));
+    if (dir && ttb_dir_valid(dir) && (rc = spawned_to_dir(dir, &a, cmd))) return rc;
+    if (v->dir) return 0;
     listed_t *l = view_add_agent(v);
     if (!l) return TTB_ERR_NOMEM;
     memcpy(l->agent.id, a.id, TTB_UUID_BUFSZ);
@@ -753,7 +1011,7 @@ static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_
 }
 
 static int append_transition(ttb_service_t *svc, const ttb_command_t *cmd, const char *id,
-                             ttb_time_t now) {
+                             const expect_t *expect, ttb_time_t now) {
     argv_buf_t av = {0};
     script_head_t head;
     int rc = push_head(svc, cmd, &av, &head, now);
@@ -761,6 +1019,7 @@ static int append_transition(ttb_service_t *svc, const ttb_command_t *cmd, const
     if (!rc) rc = argv_str(&av, id);
     if (!rc) rc = argv_str(&av, head.ts_hash);
     if (!rc) rc = argv_str(&av, head.ts_json);
+    if (!rc) rc = push_expect(&av, expect);
     if (!rc)
         rc = ttb_store_append_script(svc->store, TTB_SCRIPT_TRANSITION, 0, (int)av.n, av.argv,
                                      av.lens);
@@ -1079,7 +1338,8 @@ static size_t plan_round(const ttb_command_t *cmds, size_t start, size_t n,
 /* Queues the commands of one round; fills steps[] and the outcomes known
  * without Redis (resolution errors, listings). */
 static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
-                       ttb_outcome_t *out, round_t *r, step_t *steps) {
+                       ttb_outcome_t *out, round_t *r, step_t *steps, uint8_t *stale,
+                       bool *need_retry) {
     for (size_t i = start; i < end; i++) {
         step_t *st = &steps[i];
         memset(st, 0, sizeof(*st));
@@ -1089,12 +1349,17 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
         st->view = v;
         ttb_time_t now = ttb_time_now();
         int rc = 0, ok = 1;
+        /* Checked against the agent twice at most: a reference that went
+         * stale again right after the directory was read afresh (or an agent
+         * whose stored name cannot round-trip) is taken as resolved. */
+        expect_t *expect = stale[i] < 2 ? &st->expect : NULL;
+        bool recheck = stale[i] == 0;
         switch (c->op) {
         case TTB_OP_SPAWN: {
             char parent[TTB_UUID_BUFSZ] = "";
-            if (c->parent) ok = resolve(c, c->parent, v, parent, &out[i]);
+            if (c->parent) ok = resolve(c, c->parent, v, recheck, parent, expect, &out[i]);
             if (ok == 1) {
-                rc = append_spawn(svc, c, v, c->parent ? parent : NULL, now);
+                rc = append_spawn(svc, c, v, c->parent ? parent : NULL, &st->expect, st, now);
                 st->kind = STEP_SCRIPT;
             }
             break;
@@ -1104,9 +1369,9 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
         case TTB_OP_INTERRUPT:
         case TTB_OP_RESUME:
         case TTB_OP_CLOSE:
-            ok = resolve(c, c->agent, v, st->agent_id, &out[i]);
+            ok = resolve(c, c->agent, v, recheck, st->agent_id, expect, &out[i]);
             if (ok == 1) {
-                rc = append_transition(svc, c, st->agent_id, now);
+                rc = append_transition(svc, c, st->agent_id, &st->expect, now);
                 st->kind = STEP_SCRIPT;
             }
             break;
@@ -1122,7 +1387,7 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
             st->kind = STEP_READ;
             break;
         case TTB_OP_WAIT: {
-            ok = resolve(c, c->agent, v, st->agent_id, &out[i]);
+            ok = resolve(c, c->agent, v, recheck, st->agent_id, expect, &out[i]);
             if (ok != 1) break;
             char wkey[TTB_KEY_BUFSZ], akey[TTB_KEY_BUFSZ];
             ttb_key_waits(wkey, c->town);
@@ -1138,7 +1403,7 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
             break;
         }
         case TTB_OP_GET_RESULT: {
-            ok = resolve(c, c->agent, v, st->agent_id, &out[i]);
+            ok = resolve(c, c->agent, v, recheck, st->agent_id, expect, &out[i]);
             if (ok != 1) break;
             /* Confirm the agent exists now, in the same pipeline, whether the
              * reference was an id or a name found in the directory. */
@@ -1149,6 +1414,12 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
             break;
         }
         default: rc = TTB_ERR_INVALID;
+        }
+        if (ok == 2) { /* undone: the next round answers it from a fresh read */
+            st->kind = STEP_NONE;
+            stale[i]++;
+            *need_retry = true;
+            continue;
         }
         if (ok < 0) return ok;
         if (rc) return rc;
@@ -1168,8 +1439,29 @@ static int script_reply(ttb_service_t *svc, redisReply **reply, bool *noscript) 
     return 0;
 }
 
+/* The agent a reference resolved to was not what the directory said, so
+ * the directory missed a change (notifications lost, or not yet arrived):
+ * read the town again and leave the command undone, for the next round. */
+static void went_stale(step_t *st, uint8_t *stale, bool *need_retry) {
+    if (st->view->dir) ttb_dir_clear(st->view->dir);
+    (*stale)++;
+    *need_retry = true;
+}
+
+/* What a script's outcome means for the directory: a spawn that did not
+ * happen takes its agent out again; a prune removed agents the directory
+ * has not heard of yet. */
+static void script_done(ttb_service_t *svc, const ttb_command_t *c, const step_t *st,
+                        const ttb_outcome_t *o) {
+    ttb_directory_t *dir = town_dir(svc, c->town, strlen(c->town));
+    if (!dir) return;
+    if (c->op == TTB_OP_SPAWN && o->code != TTB_CODE_OK) ttb_dir_remove(dir, st->agent_id);
+    if (c->op == TTB_OP_PRUNE) ttb_dir_clear(dir);
+}
+
 static int collect_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
-                         ttb_outcome_t *out, step_t *steps, bool *need_rerun) {
+                         ttb_outcome_t *out, step_t *steps, uint8_t *stale, bool *need_rerun,
+                         bool *need_retry) {
     int first_err = 0;
     for (size_t i = start; i < end; i++) {
         step_t *st = &steps[i];
@@ -1182,8 +1474,13 @@ static int collect_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t s
             if ((rc = script_reply(svc, &r, &noscript))) return rc;
             if (noscript) {
                 *need_rerun = true; /* left undone; the batch loop runs it again */
+            } else if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "STALE") == 0) {
+                went_stale(st, &stale[i], need_retry); /* nothing was written */
+                ttb_outcome_t none = {.code = TTB_CODE_INTERNAL};
+                script_done(svc, c, st, &none);
             } else if (r->type == REDIS_REPLY_STRING) {
                 if (!first_err) first_err = outcome_from_stored(c, r->str, r->len, &out[i]);
+                if (!first_err) script_done(svc, c, st, &out[i]);
             } else {
                 ttb_log_error("script failed", "op", ttb_op_name(c->op), "error",
                               r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
@@ -1202,6 +1499,10 @@ static int collect_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t s
             }
             int64_t deadline = st->deadline_ms;
             if (r->type == REDIS_REPLY_STRING) deadline = strtoll(r->str, NULL, 10);
+            if (!expect_holds(&st->expect, r2)) {
+                went_stale(st, &stale[i], need_retry);
+                break;
+            }
             if (!first_err)
                 first_err = finish_wait(c, r2, deadline, ttb_time_to_ms(ttb_time_now()), &out[i]);
             if (!first_err && !out[i].pending) st->store_record = true;
@@ -1209,7 +1510,9 @@ static int collect_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t s
         }
         case STEP_AGENT: {
             if ((rc = ttb_store_reply(svc->store, &r))) return rc;
-            if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+            if (!expect_holds(&st->expect, r)) {
+                went_stale(st, &stale[i], need_retry);
+            } else if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
                 char msg[TTB_CMD_REF_MAX + 64];
                 snprintf(msg, sizeof(msg), "agent '%s' not found", c->agent);
                 if (!first_err) first_err = render_error(c, TTB_CODE_AGENT_NOT_FOUND, msg, &out[i]);
@@ -1250,7 +1553,8 @@ int ttb_service_execute(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
     if (!ttb_store_connected(svc->store)) return TTB_ERR_IO;
     step_t *steps = calloc(n, sizeof(*steps));
     town_view_t *views = calloc(n, sizeof(*views));
-    int rc = (!steps || !views) ? TTB_ERR_NOMEM : replay_known(svc, cmds, n, out);
+    uint8_t *stale = calloc(n, 1); /* times each command found its agent changed */
+    int rc = (!steps || !views || !stale) ? TTB_ERR_NOMEM : replay_known(svc, cmds, n, out);
 
     size_t start = 0;
     int reruns = 0;
@@ -1262,11 +1566,16 @@ int ttb_service_execute(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
             r.views[v].changed = r.views[v].membership_changed = false;
             rc = gather(svc, &r.views[v]);
         }
-        bool rerun = false;
-        if (!rc) rc = queue_round(svc, cmds, start, end, out, &r, steps);
-        if (!rc) rc = collect_round(svc, cmds, start, end, out, steps, &rerun);
+        bool rerun = false, retry = false;
+        if (!rc) rc = queue_round(svc, cmds, start, end, out, &r, steps, stale, &retry);
+        if (!rc) rc = collect_round(svc, cmds, start, end, out, steps, stale, &rerun, &retry);
         if (!rc) rc = store_round_records(svc, cmds, start, end, out, steps);
-        for (size_t v = 0; v < r.nviews; v++) view_clear(&r.views[v]);
+        for (size_t v = 0; v < r.nviews; v++) {
+            if (r.views[v].recheck && r.views[v].dir) ttb_dir_clear(r.views[v].dir);
+            view_clear(&r.views[v]);
+        }
+        for (size_t i = start; i < end; i++) expect_clear(&steps[i].expect);
+        if (!rc && retry && !rerun) continue; /* the same commands, after a re-read */
         if (!rc && rerun) {
             /* Scripts were flushed: reload them and run the round's undone
              * commands again. Bounded, in case the server keeps flushing. */
@@ -1278,6 +1587,7 @@ int ttb_service_execute(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
     }
     free(steps);
     free(views);
+    free(stale);
     if (rc) {
         for (size_t i = 0; i < n; i++) ttb_outcome_clear(&out[i]);
         if (rc == TTB_ERR_PROTO) ttb_store_disconnect(svc->store); /* the pipeline may be out of step */

@@ -334,9 +334,10 @@ int ttb_store_append_script(ttb_store_t *store, ttb_script_t script, int nkeys, 
 
 int ttb_store_db(const ttb_store_t *store) { return store->db; }
 
-int ttb_store_require_notifications(ttb_store_t *store, const char *flags, char *errstr,
-                                    size_t errstr_size) {
+int ttb_store_require_notifications(ttb_store_t *store, const char *flags, bool *added,
+                                    char *errstr, size_t errstr_size) {
     redisReply *r;
+    if (added) *added = false;
     int rc = ttb_store_command(store, &r, "CONFIG GET notify-keyspace-events");
     if (rc) {
         snprintf(errstr, errstr_size, "%s", store->errstr);
@@ -361,6 +362,7 @@ int ttb_store_require_notifications(ttb_store_t *store, const char *flags, char 
     bool same = strcmp(want, cur) == 0;
     freeReplyObject(r);
     if (same) return 0;
+    if (added) *added = true;
     if ((rc = ttb_store_command(store, &r, "CONFIG SET notify-keyspace-events %s", want))) {
         snprintf(errstr, errstr_size, "%s", store->errstr);
         return rc;

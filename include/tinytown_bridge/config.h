@@ -63,6 +63,7 @@ typedef struct ttb_config {
     size_t max_in_flight;     /**< commands awaiting results (not pending waits), default 10000 */
     size_t max_pending_waits; /**< default 100000 */
     int wait_sweep_interval_ms; /**< default 10000 */
+    int directory_reconcile_ms; /**< default 300000; 0 = never */
     int64_t idempotency_ttl_s;/**< default 604800 (7 days) */
     unsigned scan_count;      /**< default 1000 */
     int wait_check_interval_ms; /**< default 500 */

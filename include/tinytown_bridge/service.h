@@ -38,6 +38,7 @@ typedef struct ttb_service_config {
     const char *redis_url_redacted; /**< shown by `status`; copied */
     int64_t idempotency_ttl_s;      /**< how long command ids are remembered (default 7 days) */
     unsigned scan_count;            /**< SCAN COUNT hint (default 1000) */
+    int64_t directory_reconcile_ms; /**< re-read a town's directory whole this often (0: never) */
 } ttb_service_config_t;
 
 typedef struct ttb_service ttb_service_t;
@@ -57,6 +58,19 @@ typedef struct ttb_outcome {
 ttb_service_t *ttb_service_new(ttb_store_t *store, const ttb_service_config_t *config);
 /** Frees. Accepts NULL. */
 void ttb_service_free(ttb_service_t *svc);
+
+/**
+ * Says whether keyspace notifications of agent keys reach the service (see
+ * ttb_service_agent_touched). Only then are the towns' directories kept
+ * between batches; otherwise each round that resolves references reads its
+ * town again. Every change of state makes the directories be read again.
+ */
+void ttb_service_set_live(ttb_service_t *svc, bool live);
+
+/** A notification for `tt:{town}:agent:<id>`: that agent is read again before
+ * its town's directory is next used. */
+void ttb_service_agent_touched(ttb_service_t *svc, const char *town, const char *id,
+                               size_t id_len);
 
 /**
  * Applies @p n commands (all parsed OK) in order and fills @p out[i] for each.

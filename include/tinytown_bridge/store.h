@@ -97,11 +97,12 @@ int ttb_store_load_scripts(ttb_store_t *store);
 
 /**
  * Makes sure Redis publishes keyspace notifications with at least @p flags
- * (e.g. "Kgh"), adding what is missing to what is configured.
+ * (e.g. "Kgh"), adding what is missing to what is configured; *@p added
+ * (when not NULL) says whether anything was missing.
  * @returns 0, TTB_ERR_IO, or TTB_ERR_PROTO when Redis refuses CONFIG (a
  * managed service, an ACL user without it), with the reason in @p errstr.
  */
-int ttb_store_require_notifications(ttb_store_t *store, const char *flags, char *errstr,
+int ttb_store_require_notifications(ttb_store_t *store, const char *flags, bool *added, char *errstr,
                                     size_t errstr_size);
 
 /**

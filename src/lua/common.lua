@@ -292,6 +292,24 @@ local function concat(...)
   return out
 end
 
+-- Whether agent `id` still is what the bridge's directory saw when it
+-- resolved a reference to it (src/directory.c): ARGV[at] is "1" followed by
+-- the name, nickname and role_id it saw, or "0" when the reference was the
+-- id itself. When it is not (renamed, deleted, recreated), the script does
+-- nothing and answers STALE; the bridge reads the agent again and resolves
+-- the reference anew, so a directory entry that went out of date can never
+-- make a command act on another agent than the one the reference names.
+local function as_seen(town, id, at)
+  if ARGV[at] ~= '1' then return true end
+  local akey = tkey(town, 'agent', id)
+  if type_of(akey) ~= 'hash' then return false end
+  local f = redis.call('HMGET', akey, 'name', 'nickname', 'role_id')
+  return (f[1] or '') == ARGV[at + 1] and (f[2] or '') == ARGV[at + 2] and
+         (f[3] or '') == ARGV[at + 3]
+end
+
+local STALE = { ok = 'STALE' }
+
 -- The agent behind a key, as a reader of tinytown's sees it: "none" when
 -- there is no key, "hash" when it is a hash whose id field is the id, else a
 -- message saying why tinytown would not read it as that agent.

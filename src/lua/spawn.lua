@@ -1,16 +1,20 @@
 -- SPDX-License-Identifier: MIT
 -- Create one agent.
 -- ARGV: town, command id, idempotency spec, time (JSON form), new id, parent id or "",
---       name, spawn mode, n, n candidate ids (agents the bridge saw with the
---       same name), then the hash's field/value pairs.
+--       name, spawn mode, what the directory saw of the parent (as_seen: "0",
+--       or "1" and three more), n, n candidate ids (agents the bridge saw
+--       with the same name), then the hash's field/value pairs.
 local town, cmd_id, spec, ts, id, parent, name, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local ncand = tonumber(ARGV[9])
+local at = 10
+if ARGV[9] == '1' then at = 13 end
+local ncand = tonumber(ARGV[at])
 local op = 'spawn'
 
 local idem = idem_spec(town, cmd_id, spec)
 local prev = idem_get(idem)
 if prev then return prev end
 
+if parent ~= '' and not as_seen(town, parent, 9) then return STALE end
 if parent ~= '' and agent_status(town, parent) ~= 'hash' then
   return finish(idem, op, 'agent_not_found', 'parent agent ' .. parent .. ' not found', ts, {})
 end
@@ -27,7 +31,7 @@ if bad then return finish(idem, op, 'internal', bad, ts, {}) end
 local lname = string.lower(name)
 local names = 'ttb:' .. town .. ':names'
 local candidates = {}
-for i = 1, ncand do candidates[#candidates + 1] = ARGV[9 + i] end
+for i = 1, ncand do candidates[#candidates + 1] = ARGV[at + i] end
 local holder = redis.call('HGET', names, lname)
 if holder then candidates[#candidates + 1] = holder end
 for _, cid in ipairs(candidates) do
@@ -47,7 +51,7 @@ if redis.call('EXISTS', akey) == 1 then
   return finish(idem, op, 'internal', 'agent id ' .. id .. ' already exists', ts, {})
 end
 local fields = {}
-for i = 10 + ncand, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = at + 1 + ncand, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', akey, unpack(fields))
 redis.call('HSET', names, lname, id)
 

@@ -1,11 +1,13 @@
 -- SPDX-License-Identifier: MIT
 -- One agent's state change: kill, restart, interrupt, resume or close.
--- ARGV: town, command id, idempotency spec, op, agent id, time (hash form), time (JSON form)
+-- ARGV: town, command id, idempotency spec, op, agent id, time (hash form),
+--       time (JSON form), then what the directory saw of the agent (as_seen)
 local town, cmd_id, spec, op, id, ts_hash, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 
 local idem = idem_spec(town, cmd_id, spec)
 local prev = idem_get(idem)
 if prev then return prev end
+if not as_seen(town, id, 8) then return STALE end
 
 local akey = tkey(town, 'agent', id)
 local status = agent_status(town, id)

@@ -1,0 +1,121 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""References by name resolve in the bridge's in-memory directory of each
+town (no read of the whole town per command). What other tools write between
+two commands — an agent created, renamed, deleted and recreated under the
+same name, given a nickname — reaches it through keyspace notifications; and
+when notifications are lost, the scripts' check that the agent still is what
+the directory saw keeps a stale entry from ever acting on the wrong agent.
+
+The other tool here is redis-py writing agent hashes the way tinytown's
+save does (one HSET of every field)."""
+import time
+import uuid
+
+from bridge_harness import Stack, err, ok
+from harness import run_tests
+
+
+def tinytown_agent(r, name, nickname=None, town="demo"):
+    """Creates an agent as tinytown's spawn saves it; returns its id."""
+    aid = str(uuid.uuid4())
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000+00:00", time.gmtime())
+    fields = {"id": aid, "name": name, "agent_type": "worker", "state": "idle",
+              "cli": "claude", "created_at": now, "last_heartbeat": now,
+              "tasks_completed": "0", "rounds_completed": "0", "last_active_at": now,
+              "spawn_mode": "fresh"}
+    if nickname:
+        fields["nickname"] = nickname
+    r.hset("tt:%s:agent:%s" % (town, aid), mapping=fields)
+    return aid
+
+
+def state(r, aid):
+    return (r.hget("tt:demo:agent:%s" % aid, "state") or b"").decode()
+
+
+def test_writes_of_other_tools_reach_the_directory():
+    with Stack() as s:
+        s.bridge()
+        ok(s.call("spawn", {"name": "first"}))  # the directory is read once here
+        ok(s.call("interrupt", {"agent": "first"}))
+
+        # Created by another tool after the directory was read.
+        a = tinytown_agent(s.r, "made-by-tt")
+        assert ok(s.call("interrupt", {"agent": "made-by-tt"}))["agent"]["id"] == a
+
+        # Renamed: the old name is gone, the new one names the same agent.
+        s.r.hset("tt:demo:agent:%s" % a, "name", "renamed")
+        err(s.call("resume", {"agent": "made-by-tt"}), "agent_not_found")
+        assert ok(s.call("resume", {"agent": "renamed"}))["agent"]["id"] == a
+
+        # Deleted and created again under the same name: the new agent.
+        s.r.delete("tt:demo:agent:%s" % a)
+        b = tinytown_agent(s.r, "renamed")
+        assert ok(s.call("interrupt", {"agent": "renamed"}))["agent"]["id"] == b
+        assert not s.r.exists("tt:demo:agent:%s" % a)
+
+        # A nickname given by another tool names the agent at once.
+        s.r.hset("tt:demo:agent:%s" % b, "nickname", "Nicky")
+        assert ok(s.call("resume", {"agent": "nicky"}))["agent"]["id"] == b
+
+        # A second agent of the same name makes the name ambiguous.
+        tinytown_agent(s.r, "renamed")
+        err(s.call("interrupt", {"agent": "renamed"}), "ambiguous_agent")
+        assert state(s.r, b) == "idle"
+
+        # Spawning a name another tool holds (any case) is a conflict.
+        tinytown_agent(s.r, "Taken")
+        err(s.call("spawn", {"name": "taken"}), "name_conflict")
+
+
+def test_a_stale_entry_never_acts_on_another_agent():
+    with Stack() as s:
+        # The check that notifications are still on comes too late to matter,
+        # and state capture (which would turn them on again) is off.
+        s.bridge(extra=["--set", "bridge.wait_sweep_interval_ms=3600000",
+                        "--set", "events.capture=false"])
+        alpha = tinytown_agent(s.r, "alpha", nickname="lead")
+        delta = tinytown_agent(s.r, "delta")
+        ok(s.call("interrupt", {"agent": "alpha"}))
+        ok(s.call("interrupt", {"agent": "delta"}))
+
+        # From here on the bridge hears of nothing: what it believes about
+        # the town goes out of date.
+        s.r.config_set("notify-keyspace-events", "")
+
+        # The nickname moves to another agent: the reference follows it.
+        s.r.hdel("tt:demo:agent:%s" % alpha, "nickname")
+        s.r.hset("tt:demo:agent:%s" % delta, "nickname", "lead")
+        assert ok(s.call("interrupt", {"agent": "lead"}))["agent"]["id"] == delta
+
+        # alpha is renamed and a new agent takes its name.
+        ok(s.call("resume", {"agent": "alpha"}))
+        s.r.hset("tt:demo:agent:%s" % alpha, "name", "beta")
+        gamma = tinytown_agent(s.r, "alpha")
+        assert ok(s.call("interrupt", {"agent": "alpha"}))["agent"]["id"] == gamma
+        assert state(s.r, alpha) == "idle" and state(s.r, gamma) == "paused"
+
+        # Deleted by another tool: not found, and nothing written for it.
+        s.r.delete("tt:demo:agent:%s" % gamma)
+        err(s.call("resume", {"agent": "alpha"}), "agent_not_found")
+        assert not s.r.exists("tt:demo:agent:%s" % gamma)
+
+
+def test_notifications_turned_off_are_turned_on_again():
+    with Stack() as s:
+        b = s.bridge(extra=["--set", "bridge.wait_sweep_interval_ms=200"])
+        tinytown_agent(s.r, "early")
+        ok(s.call("interrupt", {"agent": "early"}))
+        s.r.config_set("notify-keyspace-events", "")
+        mid = tinytown_agent(s.r, "mid")
+        b.wait_log("keyspace notifications had been turned off", 20)
+        assert "K" in s.r.config_get("notify-keyspace-events")["notify-keyspace-events"]
+        # What was written while they were off is known all the same.
+        assert ok(s.call("interrupt", {"agent": "mid"}))["agent"]["id"] == mid
+        late = tinytown_agent(s.r, "late")
+        assert ok(s.call("interrupt", {"agent": "late"}))["agent"]["id"] == late
+
+
+if __name__ == "__main__":
+    run_tests(globals())
