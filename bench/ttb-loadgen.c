@@ -129,6 +129,7 @@ typedef struct lg_opts {
     double rate; /* commands/s; 0 = as fast as librdkafka takes them */
     long timeout_s;
     uint64_t seed;
+    bool by_name; /* only interrupt/resume, naming agents by name */
 } lg_opts_t;
 
 typedef struct lg_agent {
@@ -249,6 +250,8 @@ static void lg_usage(FILE *f) {
             "  -r, --rate R           commands/s to offer; 0 = as fast as possible (default 0)\n"
             "  -T, --timeout-s T      give up after T seconds in all (default %d)\n"
             "  -s, --seed S           seed of the command mix (default 1)\n"
+            "  -N, --by-name          timed commands are only interrupt and resume, naming\n"
+            "                         agents by name (bench-<n>) instead of by id\n"
             "  -h, --help             show this help\n",
             LG_DEFAULT_COMMANDS, LG_DEFAULT_AGENTS, LG_DEFAULT_TIMEOUT_S);
 }
@@ -286,14 +289,16 @@ static int lg_parse_opts(int argc, char **argv, lg_opts_t *o) {
         {"agents", required_argument, NULL, 'a'},  {"town", required_argument, NULL, 't'},
         {"rate", required_argument, NULL, 'r'},    {"timeout-s", required_argument, NULL, 'T'},
         {"seed", required_argument, NULL, 's'},    {"help", no_argument, NULL, 'h'},
+        {"by-name", no_argument, NULL, 'N'},
         {NULL, 0, NULL, 0},
     };
     *o = (lg_opts_t){.town = "demo", .commands = LG_DEFAULT_COMMANDS,
                      .agents = LG_DEFAULT_AGENTS, .timeout_s = LG_DEFAULT_TIMEOUT_S, .seed = 1};
     int c;
     long v;
-    while ((c = getopt_long(argc, argv, ":b:n:a:t:r:T:s:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:n:a:t:r:T:s:hN", longopts, NULL)) != -1) {
         switch (c) {
+        case 'N': o->by_name = true; break;
         case 'b': o->brokers = optarg; break;
         case 'n':
             if (lg_parse_long("commands", optarg, 1, LG_MAX_COMMANDS, &o->commands))
@@ -729,7 +734,7 @@ static int lg_make_command(lg_t *lg, long n, char *value, size_t size, char *key
         bool pair = (pick >= LG_PICK_TOGGLE && pick < LG_PICK_KILL) ||
                     (pick >= LG_PICK_GET_RESULT && pick < LG_PICK_SPAWN);
         /* A pair in the last slot would leave its second half unsent. */
-        if (pick < LG_PICK_TOGGLE || (pair && n + 1 == lg->o.commands))
+        if (pick < LG_PICK_TOGGLE || (pair && n + 1 == lg->o.commands) || lg->o.by_name)
             op = lg->agents[a].paused ? LG_OP_RESUME : LG_OP_INTERRUPT;
         else if (pick < LG_PICK_KILL) op = LG_OP_KILL;
         else if (pick < LG_PICK_WAIT) op = LG_OP_WAIT;
@@ -737,7 +742,9 @@ static int lg_make_command(lg_t *lg, long n, char *value, size_t size, char *key
         else if (pick < LG_PICK_SPAWN) op = LG_OP_SPAWN;
         else op = LG_OP_LIST_OPEN;
     }
-    const char *id = lg->agents[a].id;
+    char by_name[32];
+    snprintf(by_name, sizeof(by_name), "bench-%ld", a);
+    const char *id = lg->o.by_name ? by_name : lg->agents[a].id;
     const char *name = lg_op_names[op];
     int len;
     /* Keys: the agent's name for its commands (one agent, one partition,
