@@ -238,7 +238,7 @@ class Stack:
             self._results = self._consumer(self.results)
         for m in self._results:
             rec = {"key": m.key, "value": m.value, "headers": dict(m.headers or []),
-                   "doc": json.loads(m.value)}
+                   "doc": json.loads(m.value), "partition": m.partition, "offset": m.offset}
             self.seen.setdefault(rec["doc"]["id"], []).append(rec)
 
     def result(self, cid, timeout=30):
