@@ -27,12 +27,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 import uuid
 
 import apache_kafka
-from bridge_harness import EventReader, Stack, bridge_path, ok
+from bridge_harness import EventReader, Stack, bridge_path, http_get as get, ok
 from harness import free_port, run_tests, wait_until
 from tls_ca import TestCA
 
@@ -103,14 +101,6 @@ def mtls(cert=CLIENT_CERT, key=CLIENT_KEY, ca=CA.ca_pem):
     if key == CLIENT_KEY:
         args += ["--set", "kafka.ssl_key_password_file=" + secret_file("key-pw", KEY_PASSWORD)]
     return args
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def spawn_is_answered_and_relayed(s, name):
