@@ -294,9 +294,10 @@ def test_secrets_stay_out_of_logs_check_config_metrics_and_crashes():
         assert 'sasl_password = "****";' in check.stdout
         assert '"ssl.key.password=****"' in check.stdout, check.stdout
         assert_no_secret("--check-config", check.stdout + check.stderr)
-        # A crash: whatever the process leaves on its way out.
+        # A crash: whatever the process leaves on its way out (a sanitizer
+        # build prints its own report of the SEGV and exits its own way).
         b.signal(signal.SIGSEGV)
-        assert b.wait(20) == -signal.SIGSEGV
+        assert b.wait(20) != 0
         assert_no_secret("the log of a crashed bridge", b.log_text())
 
 
