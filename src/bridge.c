@@ -112,6 +112,7 @@ struct ttb_bridge {
     char fatal_msg[2048];
     ttb_kafka_security_t security; /* the latest SASL or TLS failure of our clients */
     bool running;                  /* past the start-up checks */
+    bool security_logged;          /* the standing security failure was said */
     uint64_t next_security_check_us;
 };
 
@@ -318,10 +319,13 @@ static int produce_dead_letter(ttb_bridge_t *b, record_t *r) {
 
 /* A SASL or TLS failure of one of our clients. At start ttb_bridge_run
  * stops on it with one line; once running it turns /readyz not-ready until
- * check_security() sees the brokers accept us again. */
+ * check_security() sees the brokers accept us again. The relay only raises
+ * the flag; the line is said here, once per failure. */
 static void security_failed(ttb_bridge_t *b) {
-    if (!b->running || ttb_metrics.kafka_security_failing) return;
+    if (!b->running) return;
     ttb_metrics.kafka_security_failing = true;
+    if (b->security_logged) return;
+    b->security_logged = true;
     ttb_log_error("kafka refuses the connection; not ready until it accepts it", "cause",
                   ttb_kafka_security_cause(&b->security), "error", b->security.reason);
 }
@@ -335,15 +339,17 @@ static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void 
                      "reason", reason);
 }
 
-/* While a security failure stands: every few seconds a short metadata
- * request; its answer means the brokers accept us again. */
+/* While a security failure stands: every 5 s a metadata request of at most
+ * a second (a new connection's handshake and login take a few hundred ms);
+ * its answer means the brokers accept us again. */
 static void check_security(ttb_bridge_t *b) {
     if (!ttb_metrics.kafka_security_failing || now_us() < b->next_security_check_us) return;
     b->next_security_check_us = now_us() + 5000000u;
     ttb_kafka_security_t seen = b->security;
     b->security.err = 0;
-    if (ttb_kafka_await_broker(b->producer, &b->security, 250) == 0) {
+    if (ttb_kafka_await_broker(b->producer, &b->security, 1000) == 0) {
         ttb_metrics.kafka_security_failing = false;
+        b->security_logged = false;
         ttb_log_info("kafka accepts the connection again");
     } else if (!b->security.err) {
         b->security = seen;
@@ -351,8 +357,8 @@ static void check_security(ttb_bridge_t *b) {
 }
 
 static rd_kafka_t *producer_new(ttb_bridge_t *b, char *errstr, size_t errstr_size) {
-    return ttb_kafka_producer_new(b->config, "kafka producer", dr_msg_cb, producer_error_cb, b, errstr,
-                                  errstr_size);
+    return ttb_kafka_producer_new(b->config, "kafka producer", dr_msg_cb, producer_error_cb, b,
+                                  errstr, errstr_size);
 }
 
 /* The idempotent producer failed fatally (librdkafka 2.0.2 does so after a

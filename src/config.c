@@ -1390,7 +1390,8 @@ static int finish_kafka(load_ctx_t *ctx) {
     if (rc != 0) return rc;
     const char *protocol =
         ttb_config_kafka_effective(c, "security.protocol", c->kafka_security_protocol);
-    const char *mechanism = ttb_config_kafka_effective(c, "sasl.mechanisms", c->kafka_sasl_mechanism);
+    const char *mechanism =
+        ttb_config_kafka_effective(c, "sasl.mechanisms", c->kafka_sasl_mechanism);
     if (c->kafka_sasl_username != NULL && mechanism == NULL)
         return fail(ctx, TTB_ERR_INVALID, ctx->origin[idx("kafka.sasl_username")],
                     "needs kafka.sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)");

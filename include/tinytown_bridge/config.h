@@ -52,12 +52,12 @@ typedef struct ttb_config {
     /* Kafka security: first-class settings that ttb_kafka_conf() gives every
      * client as librdkafka properties (before kafka_props, which may override).
      * NULL = not set. The passwords are the effective ones: a *_file wins. */
-    char *kafka_security_protocol; /**< security.protocol: plaintext, ssl, sasl_plaintext, sasl_ssl */
+    char *kafka_security_protocol; /**< security.protocol: plaintext, ssl, sasl_[plaintext|ssl] */
     char *kafka_sasl_mechanism;    /**< sasl.mechanisms: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 */
     char *kafka_sasl_username;     /**< sasl.username */
     char *kafka_sasl_password;     /**< sasl.password (secret) */
     char *kafka_ssl_ca_location;   /**< ssl.ca.location: CA file or directory */
-    char *kafka_ssl_certificate_location; /**< ssl.certificate.location: client certificate (mTLS) */
+    char *kafka_ssl_certificate_location; /**< ssl.certificate.location: client cert (mTLS) */
     char *kafka_ssl_key_location;  /**< ssl.key.location: its private key */
     char *kafka_ssl_key_password;  /**< ssl.key.password (secret) */
 
