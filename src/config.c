@@ -13,9 +13,10 @@
  * The help text, the dump and the documentation read the same table, so
  * they cannot drift apart.
  *
- * Secrets: the Redis password and librdkafka properties that look like
- * credentials are never echoed in an error, are written as "****" by the
- * dump, and every string is wiped before it is freed.
+ * Secrets: the Redis password, the Kafka SASL and key passwords and
+ * librdkafka properties that look like credentials are never echoed in an
+ * error, are written as "****" by the dump, and every string is wiped before
+ * it is freed. Each first-class secret has a *_file twin that wins.
  */
 #include "tinytown_bridge/config.h"
 

@@ -9,6 +9,13 @@
  * and librdkafka's auto-commit merely ships the stored offsets.
  * No compression by default: not every consumer library has every codec
  * (kafka-python without lz4, for one); operators may turn it on.
+ *
+ * Security: the first-class kafka.security_protocol, kafka.sasl_* and
+ * kafka.ssl_* settings reach every client through ttb_kafka_set_common().
+ * librdkafka retries a refused SASL login or TLS handshake for ever, so the
+ * error callbacks note those (ttb_kafka_security_note) for the callers to
+ * stop or turn not-ready; and a broker refuses an expired client
+ * certificate with a bare TLS alert, so its dates are read here first.
  */
 #include "tinytown_bridge/kafka.h"
 

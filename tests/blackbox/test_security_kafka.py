@@ -228,6 +228,11 @@ def test_refused_and_expired_client_certificates_stop_the_start():
         # Expired: named, with its date, before any connection.
         line = refused_start(s, mtls(cert=EXPIRED_CERT, key=EXPIRED_KEY))
         assert "cannot start" in line and EXPIRED_CERT in line and " expired on " in line, line
+        # --check-config finds it too.
+        check = subprocess.run([bridge_path(), "--check-config"] +
+                               mtls(cert=EXPIRED_CERT, key=EXPIRED_KEY),
+                               capture_output=True, text=True, timeout=30)
+        assert check.returncode == 2 and " expired on " in check.stderr, check.stderr
 
 
 # ---- later -----------------------------------------------------------------
