@@ -19,6 +19,7 @@
  */
 #include "tinytown_bridge/kafka.h"
 
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdint.h>
@@ -62,6 +63,9 @@ int ttb_kafka_check_certificate(const ttb_config_t *config, char *errstr, size_t
     if (!fp) return 0; /* none, or librdkafka names the unreadable file */
     X509 *cert = PEM_read_X509(fp, NULL, NULL, NULL);
     fclose(fp);
+    /* What OpenSSL queued about a file it could not read must not surface
+     * later as the reason of an unrelated librdkafka failure. */
+    ERR_clear_error();
     if (!cert) return 0;
     char when[64];
     int rc = 0;
