@@ -111,6 +111,10 @@ struct ttb_bridge {
     void *on_stop_arg;
     int fatal;
     char fatal_msg[2048];
+    ttb_kafka_security_t security; /* the latest SASL or TLS failure of our clients */
+    bool running;                  /* past the start-up checks */
+    bool security_logged;          /* the standing security failure was said */
+    uint64_t next_security_check_us;
 };
 
 static uint64_t now_us(void) { return ttb_clock_us(); }
@@ -314,9 +318,48 @@ static int produce_dead_letter(ttb_bridge_t *b, record_t *r) {
     return 0;
 }
 
+/* A SASL or TLS failure of one of our clients. At start ttb_bridge_run
+ * stops on it with one line; once running it turns /readyz not-ready until
+ * check_security() sees the brokers accept us again. The relay only raises
+ * the flag; the line is said here, once per failure. */
+static void security_failed(ttb_bridge_t *b) {
+    if (!b->running) return;
+    ttb_metrics.kafka_security_failing = true;
+    if (b->security_logged) return;
+    b->security_logged = true;
+    ttb_log_error("kafka refuses the connection; not ready until it accepts it", "cause",
+                  ttb_kafka_security_cause(&b->security), "error", b->security.reason);
+}
+
+static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    (void)rk;
+    ttb_bridge_t *b = opaque;
+    if (ttb_kafka_security_note(&b->security, err, reason)) security_failed(b);
+    else if (err != RD_KAFKA_RESP_ERR__FATAL) /* fatal: producer_restart() says it */
+        ttb_log_warn("kafka producer error", "error", rd_kafka_err2str((rd_kafka_resp_err_t)err),
+                     "reason", reason);
+}
+
+/* While a security failure stands: every 5 s a metadata request of at most
+ * a second (a new connection's handshake and login take a few hundred ms);
+ * its answer means the brokers accept us again. */
+static void check_security(ttb_bridge_t *b) {
+    if (!ttb_metrics.kafka_security_failing || now_us() < b->next_security_check_us) return;
+    b->next_security_check_us = now_us() + 5000000u;
+    ttb_kafka_security_t seen = b->security;
+    b->security.err = 0;
+    if (ttb_kafka_await_broker(b->producer, &b->security, 1000) == 0) {
+        ttb_metrics.kafka_security_failing = false;
+        b->security_logged = false;
+        ttb_log_info("kafka accepts the connection again");
+    } else if (!b->security.err) {
+        b->security = seen;
+    }
+}
+
 static rd_kafka_t *producer_new(ttb_bridge_t *b, char *errstr, size_t errstr_size) {
-    return ttb_kafka_producer_new(b->config, "kafka producer", dr_msg_cb, NULL, b, errstr,
-                                  errstr_size);
+    return ttb_kafka_producer_new(b->config, "kafka producer", dr_msg_cb, producer_error_cb, b,
+                                  errstr, errstr_size);
 }
 
 /* The idempotent producer failed fatally (librdkafka 2.0.2 does so after a
@@ -922,7 +965,9 @@ static size_t poll_batch(ttb_bridge_t *b, int first_timeout_ms) {
             continue;
         }
         if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            if (ttb_kafka_security_note(&b->security, m->err, rd_kafka_message_errstr(m)))
+                security_failed(b);
+            else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 ttb_log_warn("consumer error", "error", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             if (got == 0) break;
@@ -1167,10 +1212,18 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
         ttb_metrics.redis_up = true;
     }
 
+    /* A wrong password or certificate is retried by librdkafka for ever:
+     * here it ends the start with one line naming the cause. */
+    int arc = ttb_kafka_await_broker(b->producer, &b->security, 10000);
+    if (arc == TTB_ERR_INVALID) {
+        ttb_log_error("cannot start: kafka refuses the connection", "cause",
+                      ttb_kafka_security_cause(&b->security), "error", b->security.reason);
+        return TTB_ERR_INVALID;
+    }
     const char *needed[] = {c->commands_topic, c->results_topic, c->dlq_topic,
                             c->relay_enabled ? c->events_topic : c->results_topic};
     int trc = ttb_kafka_ensure_topics(b->producer, needed, 4, c->create_topics,
-                                      c->topic_partitions, 10000, err, sizeof(err));
+                                      c->topic_partitions, arc ? 1000 : 10000, err, sizeof(err));
     if (trc == TTB_ERR_NOTFOUND || (trc && c->create_topics)) {
         ttb_log_error("cannot start: topics", "error", err);
         return TTB_ERR_INVALID;
@@ -1194,6 +1247,7 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
                       rd_kafka_err2str(kerr));
         return TTB_ERR_IO;
     }
+    b->running = true;
     ttb_log_info("bridge running", "commands", c->commands_topic, "results", c->results_topic,
                  "group", c->group_id, "redis", c->redis_url_redacted);
 
@@ -1234,6 +1288,7 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
             b->next_summary_us = now_us() + summary_every;
         }
         if (rd_kafka_fatal_error(b->producer, NULL, 0)) producer_restart(b);
+        check_security(b);
     }
     begin_stop(b);
     if (b->fatal) {

@@ -13,9 +13,10 @@
  * The help text, the dump and the documentation read the same table, so
  * they cannot drift apart.
  *
- * Secrets: the Redis password and librdkafka properties that look like
- * credentials are never echoed in an error, are written as "****" by the
- * dump, and every string is wiped before it is freed.
+ * Secrets: the Redis password, the Kafka SASL and key passwords and
+ * librdkafka properties that look like credentials are never echoed in an
+ * error, are written as "****" by the dump, and every string is wiped before
+ * it is freed. Each first-class secret has a *_file twin that wins.
  */
 #include "tinytown_bridge/config.h"
 
@@ -43,6 +44,8 @@ typedef struct config_priv {
     char *redis_password;   /* the effective password, whichever source won */
     char *password_setting; /* redis.password as configured */
     char *password_file;    /* redis.password_file as configured */
+    char *sasl_password_file;    /* kafka.sasl_password_file as configured */
+    char *ssl_key_password_file; /* kafka.ssl_key_password_file as configured */
 } config_priv_t;
 
 /* How a setting's value is stored; the type shown to users follows from it. */
@@ -78,9 +81,15 @@ typedef struct setting {
     const char *env;
     unsigned flags;
     const char *help;
+    const char *const *choices; /* strings only: the accepted values (any case), NULL-ended */
 } setting_t;
 
 #define AT(field) offsetof(config_priv_t, field)
+
+/* Values librdkafka accepts that the first-class Kafka settings offer. */
+static const char *const security_protocols[] = {"plaintext", "ssl", "sasl_plaintext",
+                                                 "sasl_ssl", NULL};
+static const char *const sasl_mechanisms[] = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", NULL};
 
 #define MIB (1024 * 1024)
 #define DAY_S (24 * 3600)
@@ -149,6 +158,44 @@ static const setting_t settings[] = {
     {.name = "kafka.producer_properties", .kind = KIND_KV, .off = AT(pub.producer_props),
      .off_count = AT(pub.nproducer_props), .def = "", .env = "TT_BRIDGE_KAFKA_PRODUCER_PROPERTIES",
      .help = "librdkafka properties for the producers only (applied after properties)."},
+    {.name = "kafka.security_protocol", .kind = KIND_STRING, .off = AT(pub.kafka_security_protocol),
+     .def = "", .env = "TT_BRIDGE_KAFKA_SECURITY_PROTOCOL", .flags = F_OPTIONAL,
+     .choices = security_protocols,
+     .help = "security.protocol of every Kafka client: plaintext, ssl (TLS, with a client "
+             "certificate for mTLS), sasl_plaintext or sasl_ssl. Unset: plaintext."},
+    {.name = "kafka.sasl_mechanism", .kind = KIND_STRING, .off = AT(pub.kafka_sasl_mechanism),
+     .def = "", .env = "TT_BRIDGE_KAFKA_SASL_MECHANISM", .flags = F_OPTIONAL,
+     .choices = sasl_mechanisms,
+     .help = "SASL mechanism (sasl.mechanisms): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."},
+    {.name = "kafka.sasl_username", .kind = KIND_STRING, .off = AT(pub.kafka_sasl_username),
+     .def = "", .env = "TT_BRIDGE_KAFKA_SASL_USERNAME", .flags = F_OPTIONAL,
+     .help = "SASL user name (sasl.username); needs a sasl_* security_protocol and a password."},
+    {.name = "kafka.sasl_password", .kind = KIND_STRING, .off = AT(pub.kafka_sasl_password),
+     .def = "", .env = "TT_BRIDGE_KAFKA_SASL_PASSWORD", .flags = F_OPTIONAL | F_SECRET,
+     .help = "SASL password (sasl.password). Prefer the environment or sasl_password_file to "
+             "writing it in a file."},
+    {.name = "kafka.sasl_password_file", .kind = KIND_STRING, .off = AT(sasl_password_file),
+     .def = "", .env = "TT_BRIDGE_KAFKA_SASL_PASSWORD_FILE", .flags = F_OPTIONAL,
+     .help = "File holding the SASL password (one trailing newline is stripped), e.g. a Docker "
+             "or Kubernetes secret; wins over sasl_password."},
+    {.name = "kafka.ssl_ca_location", .kind = KIND_STRING, .off = AT(pub.kafka_ssl_ca_location),
+     .def = "", .env = "TT_BRIDGE_KAFKA_SSL_CA_LOCATION", .flags = F_OPTIONAL,
+     .help = "PEM file or directory of the CA certificates that sign the brokers' certificates "
+             "(ssl.ca.location). Unset: the system's CA store."},
+    {.name = "kafka.ssl_certificate_location", .kind = KIND_STRING,
+     .off = AT(pub.kafka_ssl_certificate_location), .def = "",
+     .env = "TT_BRIDGE_KAFKA_SSL_CERTIFICATE_LOCATION", .flags = F_OPTIONAL,
+     .help = "PEM file of the client certificate for brokers that require one (mTLS, "
+             "ssl.certificate.location); needs ssl_key_location."},
+    {.name = "kafka.ssl_key_location", .kind = KIND_STRING, .off = AT(pub.kafka_ssl_key_location),
+     .def = "", .env = "TT_BRIDGE_KAFKA_SSL_KEY_LOCATION", .flags = F_OPTIONAL,
+     .help = "PEM file of the client certificate's private key (ssl.key.location)."},
+    {.name = "kafka.ssl_key_password", .kind = KIND_STRING, .off = AT(pub.kafka_ssl_key_password),
+     .def = "", .env = "TT_BRIDGE_KAFKA_SSL_KEY_PASSWORD", .flags = F_OPTIONAL | F_SECRET,
+     .help = "Password of an encrypted private key (ssl.key.password)."},
+    {.name = "kafka.ssl_key_password_file", .kind = KIND_STRING, .off = AT(ssl_key_password_file),
+     .def = "", .env = "TT_BRIDGE_KAFKA_SSL_KEY_PASSWORD_FILE", .flags = F_OPTIONAL,
+     .help = "File holding the private key's password; wins over ssl_key_password."},
 
     /* bridge */
     {.name = "bridge.towns", .kind = KIND_LIST, .off = AT(pub.towns), .off_count = AT(pub.ntowns),
@@ -439,6 +486,25 @@ static bool digits_ok(const char *s, size_t n, long max, long *out) {
 }
 
 static bool host_char_ok(unsigned char c) { return is_name_char(c); }
+
+static bool choice_ok(const char *const *choices, const char *v) {
+    for (; *choices != NULL; choices++) {
+        if (strcasecmp(*choices, v) == 0) return true;
+    }
+    return false;
+}
+
+/* "a, b or c" */
+static void choice_list(const char *const *choices, char *buf, size_t size) {
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; choices[i] != NULL && o < size; i++) {
+        const char *sep = i == 0 ? "" : choices[i + 1] == NULL ? " or " : ", ";
+        int n = snprintf(buf + o, size - o, "%s%s", sep, choices[i]);
+        if (n < 0) return;
+        o += (size_t)n;
+    }
+}
 
 /* [host]:port or [v6]:port; the HTTP module defaults an empty host. */
 static bool listen_ok(const char *s, char *msg, size_t msgsz) {
@@ -771,6 +837,12 @@ static int apply_string(load_ctx_t *ctx, const setting_t *s, const char *v, cons
         return fail(ctx, TTB_ERR_INVALID, origin,
                     "%s is not a Kafka topic name (1-249 bytes of A-Z a-z 0-9 . _ -)",
                     quote(q, sizeof(q), v));
+    if (s->choices != NULL && !choice_ok(s->choices, v)) {
+        char list[160];
+        choice_list(s->choices, list, sizeof(list));
+        return fail(ctx, TTB_ERR_INVALID, origin, "%s is not one of %s", quote(q, sizeof(q), v),
+                    list);
+    }
     if ((s->flags & F_LISTEN) && !listen_ok(v, msg, sizeof(msg)))
         return fail(ctx, TTB_ERR_INVALID, origin, "%s: %s", quote(q, sizeof(q), v), msg);
     if (s->flags & F_REDIS_URL) {
@@ -1255,11 +1327,95 @@ static int finish_redis(load_ctx_t *ctx) {
     return 0;
 }
 
+/* A secret's *_file setting, when set, replaces the secret with the file's
+ * content, whichever layer gave either. */
+static int secret_from_file(load_ctx_t *ctx, const char *file_setting, const char *path,
+                            char **secret) {
+    if (path == NULL) return 0;
+    char *value;
+    int rc = read_password_file(ctx, path, ctx->origin[idx(file_setting)], &value);
+    if (rc != 0) return rc;
+    wipe_free(*secret);
+    *secret = value;
+    return 0;
+}
+
+const char *ttb_config_kafka_effective(const ttb_config_t *c, const char *prop,
+                                       const char *setting) {
+    for (size_t i = 0; i < c->nkafka_props; i++) {
+        if (strcmp(c->kafka_props[i].key, prop) == 0) return c->kafka_props[i].value;
+    }
+    return setting;
+}
+
+/* Half of a pair (user name and password, certificate and key) is a mistake
+ * librdkafka reports only at the first connection, if at all. */
+static int kafka_pair(load_ctx_t *ctx, const char *a, const char *va, const char *b,
+                      const char *vb) {
+    if ((va == NULL) == (vb == NULL)) return 0;
+    const char *have = va != NULL ? a : b;
+    return fail(ctx, TTB_ERR_INVALID, ctx->origin[idx(have)], "needs %s too", va ? b : a);
+}
+
+/* SASL settings on a connection without SASL would be ignored silently. */
+static int kafka_needs_protocol(load_ctx_t *ctx, const char *setting, const char *protocol,
+                                const char *const *wanted) {
+    char q[160];
+    if (protocol != NULL) {
+        for (const char *const *w = wanted; *w != NULL; w++) {
+            if (strcasecmp(*w, protocol) == 0) return 0;
+        }
+    }
+    return fail(ctx, TTB_ERR_INVALID, ctx->origin[idx(setting)],
+                "needs kafka.security_protocol %s or %s (it is %s)", wanted[0], wanted[1],
+                protocol ? quote(q, sizeof(q), protocol) : "unset: plaintext");
+}
+
+static int finish_kafka(load_ctx_t *ctx) {
+    config_priv_t *p = ctx->p;
+    ttb_config_t *c = &p->pub;
+    static const char *const sasl[] = {"sasl_ssl", "sasl_plaintext", NULL};
+    static const char *const tls[] = {"ssl", "sasl_ssl", NULL};
+    int rc = secret_from_file(ctx, "kafka.sasl_password_file", p->sasl_password_file,
+                              &c->kafka_sasl_password);
+    if (rc == 0)
+        rc = secret_from_file(ctx, "kafka.ssl_key_password_file", p->ssl_key_password_file,
+                              &c->kafka_ssl_key_password);
+    if (rc == 0)
+        rc = kafka_pair(ctx, "kafka.sasl_username",
+                        ttb_config_kafka_effective(c, "sasl.username", c->kafka_sasl_username),
+                        "kafka.sasl_password",
+                        ttb_config_kafka_effective(c, "sasl.password", c->kafka_sasl_password));
+    if (rc == 0)
+        rc = kafka_pair(ctx, "kafka.ssl_certificate_location",
+                        ttb_config_kafka_effective(c, "ssl.certificate.location",
+                                                   c->kafka_ssl_certificate_location),
+                        "kafka.ssl_key_location",
+                        ttb_config_kafka_effective(c, "ssl.key.location",
+                                                   c->kafka_ssl_key_location));
+    if (rc != 0) return rc;
+    const char *protocol =
+        ttb_config_kafka_effective(c, "security.protocol", c->kafka_security_protocol);
+    const char *mechanism =
+        ttb_config_kafka_effective(c, "sasl.mechanisms", c->kafka_sasl_mechanism);
+    if (c->kafka_sasl_username != NULL && mechanism == NULL)
+        return fail(ctx, TTB_ERR_INVALID, ctx->origin[idx("kafka.sasl_username")],
+                    "needs kafka.sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)");
+    if (c->kafka_sasl_username != NULL)
+        return kafka_needs_protocol(ctx, "kafka.sasl_username", protocol, sasl);
+    if (c->kafka_sasl_mechanism != NULL)
+        return kafka_needs_protocol(ctx, "kafka.sasl_mechanism", protocol, sasl);
+    if (c->kafka_ssl_certificate_location != NULL)
+        return kafka_needs_protocol(ctx, "kafka.ssl_certificate_location", protocol, tls);
+    return 0;
+}
+
 static int finish(load_ctx_t *ctx) {
     config_priv_t *p = ctx->p;
     ttb_config_t *c = &p->pub;
     char q[160];
     int rc = finish_redis(ctx);
+    if (rc == 0) rc = finish_kafka(ctx);
     if (rc != 0) return rc;
 
     const char *towns_origin = ctx->origin[idx("bridge.towns")];

@@ -83,17 +83,28 @@ static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, con
 }
 
 static enum MHD_Result serve_readyz(struct MHD_Connection *conn) {
-    bool redis = atomic_load_explicit(&ttb_metrics.redis_up, memory_order_relaxed);
-    bool kafka = atomic_load_explicit(&ttb_metrics.assigned, memory_order_relaxed);
-    bool delivering = !atomic_load_explicit(&ttb_metrics.kafka_delivery_failing,
-                                            memory_order_relaxed);
-    if (redis && kafka && delivering)
-        return respond(conn, MHD_HTTP_OK, "application/json", "{\"ready\":true}\n");
-    char body[160];
-    snprintf(body, sizeof(body), "{\"ready\":false,\"missing\":[%s%s%s%s%s]}\n",
-             redis ? "" : "\"redis\"", !redis && !kafka ? "," : "",
-             kafka ? "" : "\"kafka_assignment\"", (!redis || !kafka) && !delivering ? "," : "",
-             delivering ? "" : "\"kafka_delivery\"");
+    const struct {
+        bool ok;
+        const char *name;
+    } needs[] = {
+        {atomic_load_explicit(&ttb_metrics.redis_up, memory_order_relaxed), "redis"},
+        {atomic_load_explicit(&ttb_metrics.assigned, memory_order_relaxed), "kafka_assignment"},
+        {!atomic_load_explicit(&ttb_metrics.kafka_delivery_failing, memory_order_relaxed),
+         "kafka_delivery"},
+        {!atomic_load_explicit(&ttb_metrics.kafka_security_failing, memory_order_relaxed),
+         "kafka_security"},
+    };
+    char body[192];
+    size_t used = (size_t)snprintf(body, sizeof(body), "{\"ready\":false,\"missing\":[");
+    bool ready = true;
+    for (size_t i = 0; i < sizeof(needs) / sizeof(needs[0]); i++) {
+        if (needs[i].ok) continue;
+        used += (size_t)snprintf(body + used, sizeof(body) - used, "%s\"%s\"", ready ? "" : ",",
+                                 needs[i].name);
+        ready = false;
+    }
+    if (ready) return respond(conn, MHD_HTTP_OK, "application/json", "{\"ready\":true}\n");
+    snprintf(body + used, sizeof(body) - used, "]}\n");
     return respond(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", body);
 }
 

@@ -9,14 +9,26 @@
  * and librdkafka's auto-commit merely ships the stored offsets.
  * No compression by default: not every consumer library has every codec
  * (kafka-python without lz4, for one); operators may turn it on.
+ *
+ * Security: the first-class kafka.security_protocol, kafka.sasl_* and
+ * kafka.ssl_* settings reach every client through ttb_kafka_set_common().
+ * librdkafka retries a refused SASL login or TLS handshake for ever, so the
+ * error callbacks note those (ttb_kafka_security_note) for the callers to
+ * stop or turn not-ready; and a broker refuses an expired client
+ * certificate with a bare TLS alert, so its dates are read here first.
  */
 #include "tinytown_bridge/kafka.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "tinytown_bridge/clock.h"
 #include "tinytown_bridge/error.h"
 
 int ttb_kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
@@ -37,6 +49,66 @@ static int set_all(rd_kafka_conf_t *conf, const ttb_kv_t *kv, size_t n, char *er
     return 0;
 }
 
+/* "2026-11-29 18:46:29 UTC" */
+static void cert_time(const ASN1_TIME *t, char *buf, size_t size) {
+    struct tm tm;
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1 || !strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm))
+        snprintf(buf, size, "(unreadable date)");
+}
+
+int ttb_kafka_check_certificate(const ttb_config_t *config, char *errstr, size_t errstr_size) {
+    const char *path = ttb_config_kafka_effective(config, "ssl.certificate.location",
+                                                  config->kafka_ssl_certificate_location);
+    FILE *fp = path ? fopen(path, "r") : NULL;
+    if (!fp) return 0; /* none, or librdkafka names the unreadable file */
+    X509 *cert = PEM_read_X509(fp, NULL, NULL, NULL);
+    fclose(fp);
+    /* What OpenSSL queued about a file it could not read must not surface
+     * later as the reason of an unrelated librdkafka failure. */
+    ERR_clear_error();
+    if (!cert) return 0;
+    char when[64];
+    int rc = 0;
+    if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0) {
+        cert_time(X509_get0_notAfter(cert), when, sizeof(when));
+        snprintf(errstr, errstr_size,
+                 "kafka.ssl_certificate_location: the client certificate %s expired on %s", path,
+                 when);
+        rc = TTB_ERR_INVALID;
+    } else if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0) {
+        cert_time(X509_get0_notBefore(cert), when, sizeof(when));
+        snprintf(errstr, errstr_size,
+                 "kafka.ssl_certificate_location: the client certificate %s is not valid before %s",
+                 path, when);
+        rc = TTB_ERR_INVALID;
+    }
+    X509_free(cert);
+    return rc;
+}
+
+int ttb_kafka_set_common(rd_kafka_conf_t *conf, const ttb_config_t *config, char *errstr,
+                         size_t errstr_size) {
+    const struct {
+        const char *key, *value;
+    } security[] = {
+        {"security.protocol", config->kafka_security_protocol},
+        {"sasl.mechanisms", config->kafka_sasl_mechanism},
+        {"sasl.username", config->kafka_sasl_username},
+        {"sasl.password", config->kafka_sasl_password},
+        {"ssl.ca.location", config->kafka_ssl_ca_location},
+        {"ssl.certificate.location", config->kafka_ssl_certificate_location},
+        {"ssl.key.location", config->kafka_ssl_key_location},
+        {"ssl.key.password", config->kafka_ssl_key_password},
+    };
+    int rc = ttb_kafka_check_certificate(config, errstr, errstr_size);
+    if (!rc) rc = ttb_kafka_set(conf, "bootstrap.servers", config->brokers, errstr, errstr_size);
+    for (size_t i = 0; i < sizeof(security) / sizeof(security[0]) && !rc; i++)
+        if (security[i].value)
+            rc = ttb_kafka_set(conf, security[i].key, security[i].value, errstr, errstr_size);
+    if (!rc) rc = set_all(conf, config->kafka_props, config->nkafka_props, errstr, errstr_size);
+    return rc;
+}
+
 rd_kafka_conf_t *ttb_kafka_conf(const ttb_config_t *config, ttb_kafka_role_t role, char *errstr,
                                 size_t errstr_size) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -51,8 +123,7 @@ rd_kafka_conf_t *ttb_kafka_conf(const ttb_config_t *config, ttb_kafka_role_t rol
         {"auto.offset.reset", "earliest"},
         {"enable.partition.eof", "false"},
     };
-    int rc = ttb_kafka_set(conf, "bootstrap.servers", config->brokers, errstr, errstr_size);
-    if (!rc) rc = ttb_kafka_set(conf, "client.id", "tinytown-bridge", errstr, errstr_size);
+    int rc = ttb_kafka_set(conf, "client.id", "tinytown-bridge", errstr, errstr_size);
     if (role == TTB_KAFKA_PRODUCER) {
         for (size_t i = 0; i < sizeof(producer_defaults) / sizeof(producer_defaults[0]) && !rc; i++)
             rc = ttb_kafka_set(conf, producer_defaults[i][0], producer_defaults[i][1], errstr,
@@ -63,7 +134,7 @@ rd_kafka_conf_t *ttb_kafka_conf(const ttb_config_t *config, ttb_kafka_role_t rol
             rc = ttb_kafka_set(conf, consumer_defaults[i][0], consumer_defaults[i][1], errstr,
                                errstr_size);
     }
-    if (!rc) rc = set_all(conf, config->kafka_props, config->nkafka_props, errstr, errstr_size);
+    if (!rc) rc = ttb_kafka_set_common(conf, config, errstr, errstr_size);
     if (!rc && role == TTB_KAFKA_PRODUCER)
         rc = set_all(conf, config->producer_props, config->nproducer_props, errstr, errstr_size);
     if (!rc && role == TTB_KAFKA_CONSUMER)
@@ -73,6 +144,42 @@ rd_kafka_conf_t *ttb_kafka_conf(const ttb_config_t *config, ttb_kafka_role_t rol
         return NULL;
     }
     return conf;
+}
+
+bool ttb_kafka_security_note(ttb_kafka_security_t *sec, int err, const char *reason) {
+    /* A broker that refuses our client certificate does so after the
+     * handshake (TLS 1.3): librdkafka 2.0.2 then reports the peer's alert as
+     * a receive failure, __TRANSPORT, which is never a passing outage. */
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT && reason && strstr(reason, "SSL alert number"))
+        err = RD_KAFKA_RESP_ERR__SSL;
+    if (err != RD_KAFKA_RESP_ERR__AUTHENTICATION && err != RD_KAFKA_RESP_ERR__SSL) return false;
+    sec->err = err;
+    snprintf(sec->reason, sizeof(sec->reason), "%s", reason ? reason : "");
+    return true;
+}
+
+const char *ttb_kafka_security_cause(const ttb_kafka_security_t *sec) {
+    return sec->err == RD_KAFKA_RESP_ERR__AUTHENTICATION ? "SASL authentication failed"
+                                                         : "TLS handshake failed";
+}
+
+int ttb_kafka_await_broker(rd_kafka_t *rk, const ttb_kafka_security_t *sec, int timeout_ms) {
+    /* Short requests: rd_kafka_metadata serves no callbacks while it waits. */
+    enum { STEP_MS = 500 };
+    int64_t deadline = ttb_clock_ms() + timeout_ms;
+    for (int64_t left = timeout_ms; left > 0; left = deadline - ttb_clock_ms()) {
+        int step = left < STEP_MS ? (int)left : STEP_MS;
+        int64_t started = ttb_clock_ms();
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, step);
+        if (md) rd_kafka_metadata_destroy(md);
+        if (!err) return 0;
+        /* A refusal can come back at once: the rest of the step paces it. */
+        int64_t spent = ttb_clock_ms() - started;
+        rd_kafka_poll(rk, spent < step ? (int)(step - spent) : 0);
+        if (sec->err) return TTB_ERR_INVALID;
+    }
+    return TTB_ERR_IO;
 }
 
 /* The topic's max.message.bytes, asked with DescribeConfigs. @returns 0 or

@@ -20,6 +20,7 @@
 #include "tinytown_bridge/capture.h"
 #include "tinytown_bridge/config.h"
 #include "tinytown_bridge/http.h"
+#include "tinytown_bridge/kafka.h"
 #include "tinytown_bridge/log.h"
 #include "tinytown_bridge/metrics.h"
 #include "tinytown_bridge/relay.h"
@@ -268,6 +269,22 @@ static int run_worker(const ttb_config_t *cfg) {
     return rc ? 1 : 0;
 }
 
+/* --check-config also builds what every Kafka client would get: librdkafka
+ * checks each property, and the client certificate's dates are read. */
+static int check_kafka(const ttb_config_t *cfg) {
+    const ttb_kafka_role_t roles[] = {TTB_KAFKA_PRODUCER, TTB_KAFKA_CONSUMER};
+    char err[512];
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+        rd_kafka_conf_t *conf = ttb_kafka_conf(cfg, roles[i], err, sizeof(err));
+        if (!conf) {
+            fprintf(stderr, "tinytown-bridge: %s\n", err);
+            return TTB_ERR_INVALID;
+        }
+        rd_kafka_conf_destroy(conf);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     args_t a;
     memset(&a, 0, sizeof(a));
@@ -313,6 +330,11 @@ int main(int argc, char **argv) {
         ttb_log_set_level(lvl);
     }
     if (a.check) {
+        if (check_kafka(cfg)) {
+            ttb_config_free(cfg);
+            args_free(&a);
+            return 2;
+        }
         ttb_config_dump(cfg, stdout);
         printf("# configuration OK\n");
         ttb_config_free(cfg);

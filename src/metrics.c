@@ -58,6 +58,7 @@ void ttb_metrics_reset(void) {
     STORE(ttb_metrics.dead_letters, 0);
     STORE(ttb_metrics.dead_letters_dropped, 0);
     STORE(ttb_metrics.kafka_delivery_failing, false);
+    STORE(ttb_metrics.kafka_security_failing, false);
     STORE(ttb_metrics.peers_disagree, false);
     STORE(ttb_metrics.replayed, 0);
     STORE(ttb_metrics.redis_reconnects, 0);
@@ -217,6 +218,9 @@ void ttb_metrics_write(FILE *fp) {
     gauge(fp, "tinytown_bridge_kafka_delivery_failing",
           "1 while Kafka refuses results and the bridge retries them, else 0.",
           LOAD(ttb_metrics.kafka_delivery_failing) ? 1 : 0);
+    gauge(fp, "tinytown_bridge_kafka_security_failing",
+          "1 while a broker refuses the SASL login or the TLS handshake, else 0.",
+          LOAD(ttb_metrics.kafka_security_failing) ? 1 : 0);
     gauge(fp, "tinytown_bridge_in_flight_commands",
           "Commands whose results Kafka has not yet acknowledged (including pending waits).",
           LOAD(ttb_metrics.in_flight));

@@ -302,6 +302,10 @@ static void relay_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
         relay->fatal = true;
         return;
     }
+    /* A refused login or handshake is not an outage: not ready until the
+     * bridge's own check sees it mended (the bridge says so too, once). */
+    ttb_kafka_security_t sec;
+    if (ttb_kafka_security_note(&sec, err, reason)) ttb_metrics.kafka_security_failing = true;
     /* Brokers coming and going are retried by librdkafka; one line per outage. */
     if (!relay->kafka_error_logged)
         ttb_log_warn("relay producer error", "error", rd_kafka_err2str((rd_kafka_resp_err_t)err),

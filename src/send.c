@@ -197,10 +197,20 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opa
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     send_state_t *st = opaque;
+    if (st->fatal) return; /* the cause is said; "all brokers down" follows it */
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char why[256];
         rd_kafka_fatal_error(rk, why, sizeof(why));
         snprintf(st->last_error, sizeof(st->last_error), "fatal: %s", why);
+        st->fatal = true;
+        return;
+    }
+    /* A refused login or handshake is retried by librdkafka for ever; here
+     * it ends the send at once, named. */
+    ttb_kafka_security_t sec;
+    if (ttb_kafka_security_note(&sec, err, reason)) {
+        snprintf(st->last_error, sizeof(st->last_error), "kafka refuses the connection: %s: %s",
+                 ttb_kafka_security_cause(&sec), reason);
         st->fatal = true;
         return;
     }
@@ -233,13 +243,10 @@ static rd_kafka_t *consumer_new(const ttb_config_t *config, send_state_t *st, ch
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     /* The mock broker holds every fetch for fetch.wait.max.ms even when data
      * is there; a real broker answers early anyway. The user may override. */
-    int rc = ttb_kafka_set(conf, "bootstrap.servers", config->brokers, errstr, errstr_size);
-    if (!rc) rc = ttb_kafka_set(conf, "client.id", "tinytown-bridge-send", errstr, errstr_size);
+    int rc = ttb_kafka_set(conf, "client.id", "tinytown-bridge-send", errstr, errstr_size);
     if (!rc) rc = ttb_kafka_set(conf, "fetch.wait.max.ms", "10", errstr, errstr_size);
     if (!rc) rc = ttb_kafka_set(conf, "enable.partition.eof", "false", errstr, errstr_size);
-    for (size_t i = 0; i < config->nkafka_props && !rc; i++)
-        rc = ttb_kafka_set(conf, config->kafka_props[i].key, config->kafka_props[i].value, errstr,
-                           errstr_size);
+    if (!rc) rc = ttb_kafka_set_common(conf, config, errstr, errstr_size);
     for (size_t i = 0; i < config->nconsumer_props && !rc; i++)
         rc = ttb_kafka_set(conf, config->consumer_props[i].key, config->consumer_props[i].value,
                            errstr, errstr_size);
@@ -361,6 +368,10 @@ static int produce_command(rd_kafka_t *rk, const char *topic, char *key, char *v
          * in flight is dropped and its (purge) report served here. */
         rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(rk, 0);
+        if (st->fatal) {
+            fprintf(stderr, "tinytown-bridge: send: %s\n", st->last_error);
+            return -1;
+        }
         fprintf(stderr,
                 "tinytown-bridge: send: delivery to %s not confirmed before the deadline%s%s\n",
                 topic, st->last_error[0] ? "; last Kafka error: " : "", st->last_error);
@@ -474,9 +485,13 @@ int ttb_send_main(const ttb_config_t *config, int argc, char **argv) {
             goto out;
         }
         if (assign_at_end(consumer, config->results_topic, deadline, &st)) {
-            fprintf(stderr, "tinytown-bridge: send: cannot start reading %s within %lld ms%s%s\n",
-                    config->results_topic, (long long)o.timeout_ms,
-                    st.last_error[0] ? ": " : "", st.last_error);
+            if (st.fatal)
+                fprintf(stderr, "tinytown-bridge: send: %s\n", st.last_error);
+            else
+                fprintf(stderr,
+                        "tinytown-bridge: send: cannot start reading %s within %lld ms%s%s\n",
+                        config->results_topic, (long long)o.timeout_ms,
+                        st.last_error[0] ? ": " : "", st.last_error);
             rc = SEND_EXIT_FAILED;
             goto out;
         }

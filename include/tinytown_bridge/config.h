@@ -49,6 +49,17 @@ typedef struct ttb_config {
     size_t nconsumer_props;
     ttb_kv_t *producer_props; /**< producer only */
     size_t nproducer_props;
+    /* Kafka security: first-class settings that ttb_kafka_conf() gives every
+     * client as librdkafka properties (before kafka_props, which may override).
+     * NULL = not set. The passwords are the effective ones: a *_file wins. */
+    char *kafka_security_protocol; /**< security.protocol: plaintext, ssl, sasl_[plaintext|ssl] */
+    char *kafka_sasl_mechanism;    /**< sasl.mechanisms: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 */
+    char *kafka_sasl_username;     /**< sasl.username */
+    char *kafka_sasl_password;     /**< sasl.password (secret) */
+    char *kafka_ssl_ca_location;   /**< ssl.ca.location: CA file or directory */
+    char *kafka_ssl_certificate_location; /**< ssl.certificate.location: client cert (mTLS) */
+    char *kafka_ssl_key_location;  /**< ssl.key.location: its private key */
+    char *kafka_ssl_key_password;  /**< ssl.key.password (secret) */
 
     /* bridge */
     char **towns;             /**< allowed towns (at least one) */
@@ -115,6 +126,14 @@ void ttb_config_dump(const ttb_config_t *config, FILE *fp);
 
 /** Writes the list of settings with their env names, defaults and help. */
 void ttb_config_help(FILE *fp);
+
+/**
+ * The value librdkafka gets for the property @p prop: a kafka.properties
+ * entry (applied last, so it wins) or else @p setting, the first-class
+ * setting's value. Borrowed from @p config; NULL when neither is set.
+ */
+const char *ttb_config_kafka_effective(const ttb_config_t *config, const char *prop,
+                                       const char *setting);
 
 /**
  * Redacts the password of a Redis URL ("redis://u:pw@h:1/0" → "redis://u:****@h:1/0").

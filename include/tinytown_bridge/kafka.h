@@ -24,6 +24,58 @@ typedef enum ttb_kafka_role { TTB_KAFKA_PRODUCER, TTB_KAFKA_CONSUMER } ttb_kafka
 rd_kafka_conf_t *ttb_kafka_conf(const ttb_config_t *config, ttb_kafka_role_t role, char *errstr,
                                 size_t errstr_size);
 
+/**
+ * Sets what every client shares: bootstrap.servers, the security settings
+ * (kafka.security_protocol, kafka.sasl_*, kafka.ssl_*) and kafka.properties,
+ * in that order. The one place a client learns how to reach the brokers,
+ * for the clients ttb_kafka_conf() builds and for `send`'s own consumer.
+ * @returns 0 or TTB_ERR_INVALID with `property: problem` in @p errstr (never
+ * a secret's value: librdkafka checks none of them at this point).
+ */
+int ttb_kafka_set_common(rd_kafka_conf_t *conf, const ttb_config_t *config, char *errstr,
+                         size_t errstr_size);
+
+/**
+ * Checks the dates of the client certificate (kafka.ssl_certificate_location
+ * or the raw ssl.certificate.location): a broker refuses an expired one with
+ * a bare TLS alert, so the bridge names the cause itself, before connecting.
+ * An unreadable file passes (librdkafka names it when the client is made).
+ * @returns 0 or TTB_ERR_INVALID with the certificate's path and date in @p errstr.
+ */
+int ttb_kafka_check_certificate(const ttb_config_t *config, char *errstr, size_t errstr_size);
+
+/**
+ * A client's connection security as its error callback saw it. librdkafka
+ * reports a refused SASL login as RD_KAFKA_RESP_ERR__AUTHENTICATION and a
+ * failed TLS handshake (unknown CA, expired or refused certificate) as
+ * RD_KAFKA_RESP_ERR__SSL, and then retries for ever: these are mistakes of
+ * configuration or credentials that no retry mends, so the bridge stops on
+ * them at start and turns not-ready on them later.
+ */
+typedef struct ttb_kafka_security {
+    int err;          /**< the latest security failure (rd_kafka_resp_err_t); 0 = none */
+    char reason[512]; /**< librdkafka's reason for it (names brokers, never secrets) */
+} ttb_kafka_security_t;
+
+/**
+ * Call from an error callback: records @p err with @p reason when it is a
+ * security failure. @returns true if it was.
+ * @locality the thread that serves the client's callbacks.
+ */
+bool ttb_kafka_security_note(ttb_kafka_security_t *sec, int err, const char *reason);
+
+/** The cause in a few words: "SASL authentication failed" or "TLS handshake failed". */
+const char *ttb_kafka_security_cause(const ttb_kafka_security_t *sec);
+
+/**
+ * Waits until a broker answers a metadata request, at most @p timeout_ms,
+ * serving @p rk's callbacks (rd_kafka_poll) between short requests so that
+ * a security failure noted in @p sec ends the wait at once.
+ * @returns 0 (a broker answered), TTB_ERR_INVALID (a security failure, in
+ * @p sec) or TTB_ERR_IO (no answer in time: the brokers may just be down).
+ */
+int ttb_kafka_await_broker(rd_kafka_t *rk, const ttb_kafka_security_t *sec, int timeout_ms);
+
 /** Sets one property, writing "key: reason" into @p errstr on failure. @returns 0 or TTB_ERR_INVALID. */
 int ttb_kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
                   size_t errstr_size);

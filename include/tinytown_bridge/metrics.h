@@ -44,6 +44,7 @@ typedef struct ttb_metrics {
     atomic_bool redis_up;
     atomic_bool assigned;                   /**< the consumer has its partition assignment */
     atomic_bool kafka_delivery_failing;     /**< results are being refused and retried */
+    atomic_bool kafka_security_failing;     /**< a broker refused our SASL login or TLS handshake */
     atomic_bool peers_disagree;             /**< a bridge of the group has other settings */
     atomic_int_fast64_t in_flight;          /**< commands whose results are not yet acknowledged */
     atomic_int_fast64_t pending_waits;

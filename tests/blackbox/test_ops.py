@@ -7,21 +7,11 @@ config, --version)."""
 import json
 import os
 import subprocess
-import urllib.error
-import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge_harness import Stack, bridge_path
+from bridge_harness import Stack, bridge_path, http_get as get
 from harness import free_port, run_tests, wait_until
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def metrics(port):

@@ -22,6 +22,13 @@ ApacheKafka runs the real thing:
   unlike the mock, a real broker has no topic until someone creates it
   (auto-creation is off here, as it is in most production clusters).
 
+- listeners / scram: extra listeners beside PLAINTEXT (e.g. SASL_SSL, an
+  SSL listener requiring client certificates), each on a free port of its
+  own (`address(name)`), and SCRAM users written at format time
+  (StorageTool --add-scram). The harness's own clients keep PLAINTEXT, as
+  do the controller and inter-broker listeners; TLS and SASL settings come
+  through `properties`.
+
 Set TTB_KEEP_KAFKA=1 to keep the broker's directory (server.log, the data).
 The shell entry tests/lib/start-kafka wraps this for scripts and C tests.
 """
@@ -147,10 +154,16 @@ class ApacheKafka:
     topics: specs "NAME:PARTITIONS" created once the broker is up.
     heap: the JVM's -Xmx. die_with_parent=False is for tools that start a
     broker and exit (tests/lib/start-kafka). properties: extra or overriding
-    server.properties lines as a dict."""
+    server.properties lines as a dict. listeners: extra listeners as
+    {NAME: security protocol}, e.g. {"SASL_SSL": "SASL_SSL", "MTLS": "SSL"}.
+    scram: --add-scram arguments for the storage format, e.g.
+    "SCRAM-SHA-512=[name=bridge,password=secret]"."""
 
     def __init__(self, topics=(), heap=DEFAULT_HEAP, properties=None, die_with_parent=True,
-                 start=True):
+                 start=True, listeners=None, scram=()):
+        self.listeners = dict(listeners or {})
+        self.scram = list(scram)
+        self.ports = {}
         self.topics = list(topics)
         self.heap = heap
         self.properties = dict(properties or {})
@@ -170,6 +183,10 @@ class ApacheKafka:
     @property
     def bootstrap(self):
         return "127.0.0.1:%d" % self.port
+
+    def address(self, listener):
+        """host:port of one of the extra listeners."""
+        return "127.0.0.1:%d" % self.ports[listener]
 
     @property
     def log_path(self):
@@ -216,6 +233,11 @@ class ApacheKafka:
             "log.cleaner.enable": "false",
             "log.retention.check.interval.ms": "3600000",
         }
+        for name, protocol in self.listeners.items():
+            where = "%s://127.0.0.1:%d" % (name, self.ports[name])
+            props["listeners"] += "," + where
+            props["advertised.listeners"] += "," + where
+            props["listener.security.protocol.map"] += ",%s:%s" % (name, protocol)
         props.update(self.properties)
         return "".join("%s=%s\n" % kv for kv in props.items())
 
@@ -248,7 +270,9 @@ class ApacheKafka:
             for _ in range(PORT_ATTEMPTS):
                 self.port = free_port()
                 self.controller_port = free_port()
-                if self.port == self.controller_port:
+                self.ports = {name: free_port() for name in self.listeners}
+                taken = [self.port, self.controller_port] + list(self.ports.values())
+                if len(set(taken)) != len(taken):
                     continue
                 if self._format_and_run(cp):
                     if self.topics:
@@ -266,10 +290,11 @@ class ApacheKafka:
         for sub in ("data", "meta"):
             shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
         self._write_config()
+        scram = [arg for user in self.scram for arg in ("--add-scram", user)]
         fmt = subprocess.run(self._java(cp, "kafka.tools.StorageTool", "format",
                                         "-t", _cluster_id(), "-c",
                                         os.path.join(self.dir, "server.properties"),
-                                        heap="256m"),
+                                        *scram, heap="256m"),
                              cwd=self.dir, stdin=subprocess.DEVNULL, capture_output=True,
                              timeout=FORMAT_TIMEOUT)
         if fmt.returncode != 0:
@@ -402,16 +427,20 @@ def _stop_forgotten_brokers():
 
 
 _shared = None
+_shared_options = {}
 
 
-def shared_broker():
+def shared_broker(**options):
     """One broker for the whole test process (a module), started on first
     use and stopped at exit: tests isolate themselves with their own topic
     names and group ids, not their own JVM. A broker a test stopped is
-    replaced by a fresh one."""
-    global _shared
+    replaced by a fresh one, with the same options. `options` (ApacheKafka's:
+    listeners, scram, properties) apply to the broker this call starts; a
+    module that needs them calls first."""
+    global _shared, _shared_options
     if _shared is None or _shared.proc is None or _shared.proc.poll() is not None:
         if _shared is not None:
             _shared.stop()
-        _shared = ApacheKafka()
+        _shared_options = options or _shared_options
+        _shared = ApacheKafka(**_shared_options)
     return _shared

@@ -22,6 +22,8 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -274,6 +276,16 @@ class Stack:
                 got.append({"key": m.key, "value": m.value, "headers": dict(m.headers or [])})
         c.close()
         return got
+
+
+def http_get(url):
+    """(status, body) of a GET on the bridge's HTTP endpoint; an error
+    status is an answer too, not an exception."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def ok(doc):

@@ -797,6 +797,80 @@ static void test_policy(void **state) {
 
 /* ---- output ---- */
 
+/* ---- Kafka security ---- */
+
+static void test_kafka_security(void **state) {
+    (void)state;
+    /* From the file, then the environment, then --set; *_file wins. */
+    const char *p = conf("kafka = {\n"
+                         "  security_protocol = \"SASL_SSL\";\n"
+                         "  sasl_mechanism = \"scram-sha-512\";\n"
+                         "  sasl_username = \"bridge\";\n"
+                         "  sasl_password = \"in-file\";\n"
+                         "  ssl_ca_location = \"/etc/ca.pem\";\n"
+                         "};\n");
+    load_ok(p, NONE, NONE, NONE);
+    assert_string_equal(cfg->kafka_security_protocol, "SASL_SSL");
+    assert_string_equal(cfg->kafka_sasl_mechanism, "scram-sha-512");
+    assert_string_equal(cfg->kafka_sasl_password, "in-file");
+    assert_string_equal(cfg->kafka_ssl_ca_location, "/etc/ca.pem");
+    load_ok(p, LIST("TT_BRIDGE_KAFKA_SASL_PASSWORD=in-env"), NONE, NONE);
+    assert_string_equal(cfg->kafka_sasl_password, "in-env");
+    const char *pwfile = conf("from-secret\n");
+    char set[128];
+    snprintf(set, sizeof(set), "kafka.sasl_password_file=%s", pwfile);
+    load_ok(p, LIST("TT_BRIDGE_KAFKA_SASL_PASSWORD=in-env"), LIST(set), NONE);
+    assert_string_equal(cfg->kafka_sasl_password, "from-secret");
+    snprintf(set, sizeof(set), "TT_BRIDGE_KAFKA_SSL_KEY_PASSWORD_FILE=%s", pwfile);
+    load_ok(NULL, LIST(set, "TT_BRIDGE_KAFKA_SECURITY_PROTOCOL=ssl",
+                       "TT_BRIDGE_KAFKA_SSL_CERTIFICATE_LOCATION=/c.pem",
+                       "TT_BRIDGE_KAFKA_SSL_KEY_LOCATION=/c.key"),
+            LIST("kafka.ssl_key_password=in-set"), NONE);
+    assert_string_equal(cfg->kafka_ssl_key_password, "from-secret");
+    assert_string_equal(cfg->kafka_ssl_certificate_location, "/c.pem");
+    /* Raw properties still count: -X names the protocol. */
+    load_ok(NULL, NONE, LIST("kafka.sasl_username=u", "kafka.sasl_password=x",
+                             "kafka.sasl_mechanism=PLAIN"),
+            LIST("security.protocol=sasl_plaintext"));
+
+    expect_error(load(NULL, NONE, LIST("kafka.security_protocol=tls"), NONE),
+                 "--set kafka.security_protocol: \"tls\" is not one of plaintext, ssl, "
+                 "sasl_plaintext or sasl_ssl");
+    expect_error(load(NULL, LIST("TT_BRIDGE_KAFKA_SASL_MECHANISM=GSSAPI"), NONE, NONE),
+                 "TT_BRIDGE_KAFKA_SASL_MECHANISM: \"GSSAPI\" is not one of PLAIN, SCRAM-SHA-256 "
+                 "or SCRAM-SHA-512");
+    expect_error(load(NULL, NONE, LIST("kafka.sasl_username=u"), NONE),
+                 "--set kafka.sasl_username: needs kafka.sasl_password too");
+    expect_error(load(NULL, LIST("TT_BRIDGE_KAFKA_SASL_PASSWORD=secret-1"), NONE, NONE),
+                 "TT_BRIDGE_KAFKA_SASL_PASSWORD: needs kafka.sasl_username too");
+    expect_error(load(NULL, NONE, LIST("kafka.sasl_username=u", "kafka.sasl_password=x"), NONE),
+                 "--set kafka.sasl_username: needs kafka.sasl_mechanism (PLAIN, SCRAM-SHA-256 or "
+                 "SCRAM-SHA-512)");
+    expect_error(load(NULL, NONE, LIST("kafka.sasl_username=u", "kafka.sasl_password=x",
+                                       "kafka.sasl_mechanism=PLAIN"), NONE),
+                 "--set kafka.sasl_username: needs kafka.security_protocol sasl_ssl or "
+                 "sasl_plaintext (it is unset: plaintext)");
+    expect_error(load(NULL, NONE, LIST("kafka.ssl_certificate_location=/c.pem",
+                                       "kafka.ssl_key_location=/c.key",
+                                       "kafka.security_protocol=sasl_plaintext"), NONE),
+                 "--set kafka.ssl_certificate_location: needs kafka.security_protocol ssl or "
+                 "sasl_ssl (it is \"sasl_plaintext\")");
+    expect_error(load(NULL, NONE, LIST("kafka.ssl_key_location=/c.key"), NONE),
+                 "--set kafka.ssl_key_location: needs kafka.ssl_certificate_location too");
+    expect_error(load(NULL, LIST("TT_BRIDGE_KAFKA_SASL_PASSWORD_FILE=/nonexistent/pw"), NONE,
+                      NONE),
+                 "TT_BRIDGE_KAFKA_SASL_PASSWORD_FILE: cannot read \"/nonexistent/pw\": No such "
+                 "file or directory");
+    /* No message above quoted a password. */
+    assert_null(strstr(err, "secret-1"));
+
+    /* The effective value librdkafka gets: a raw property wins. */
+    load_ok(NULL, NONE, LIST("kafka.ssl_ca_location=/a.pem"), LIST("ssl.ca.location=/b.pem"));
+    assert_string_equal(ttb_config_kafka_effective(cfg, "ssl.ca.location",
+                                                   cfg->kafka_ssl_ca_location), "/b.pem");
+    assert_null(ttb_config_kafka_effective(cfg, "ssl.key.location", cfg->kafka_ssl_key_location));
+}
+
 static void test_dump_redacts(void **state) {
     (void)state;
     const char *p =
@@ -804,11 +878,12 @@ static void test_dump_redacts(void **state) {
     load_ok(p,
             LIST("TT_BRIDGE_REDIS_URL=redis://u:urlpw2@h:6380/1", "TT_BRIDGE_REDIS_PASSWORD=envpw3",
                  "TT_BRIDGE_RDKAFKA_SSL_KEY_PASSWORD=kpw4",
-                 "TT_BRIDGE_RDKAFKA_SASL_OAUTHBEARER_CLIENT_SECRET=kpw5"),
+                 "TT_BRIDGE_RDKAFKA_SASL_OAUTHBEARER_CLIENT_SECRET=kpw5",
+                 "TT_BRIDGE_KAFKA_SSL_KEY_PASSWORD=kpw6"),
             LIST("http.listen=127.0.0.1:9464", "bridge.denied_ops=stop_all,prune"), NONE);
     char *dump = capture(ttb_config_dump, cfg);
-    static const char *const secrets[] = {"kpw1", "urlpw2", "envpw3", "kpw4", "kpw5"};
-    for (size_t i = 0; i < 5; i++) {
+    static const char *const secrets[] = {"kpw1", "urlpw2", "envpw3", "kpw4", "kpw5", "kpw6"};
+    for (size_t i = 0; i < 6; i++) {
         if (strstr(dump, secrets[i]) != NULL) fail_msg("the dump shows %s:\n%s", secrets[i], dump);
     }
     assert_non_null(strstr(dump, "  url = \"redis://u:****@h:6380/1\";\n"));
@@ -817,6 +892,7 @@ static void test_dump_redacts(void **state) {
     assert_non_null(strstr(dump, "\"ssl.key.password=****\""));
     assert_non_null(strstr(dump, "\"sasl.oauthbearer.client.secret=****\""));
     assert_non_null(strstr(dump, "\"sasl.username=bridge\""));
+    assert_non_null(strstr(dump, "  ssl_key_password = \"****\";\n"));
     assert_non_null(strstr(dump, "  listen = \"127.0.0.1:9464\";\n"));
     assert_non_null(strstr(dump, "  denied_ops = ( \"stop_all\", \"prune\" );\n"));
     assert_non_null(strstr(dump, "  level = \"info\";\n"));
@@ -875,6 +951,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_kafka_properties, setup, teardown),
         cmocka_unit_test_setup_teardown(test_denied_ops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kafka_security, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dump_redacts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dump_strings_escaped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_null, setup, teardown),

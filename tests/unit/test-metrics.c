@@ -140,6 +140,7 @@ static void help_and_type_for_every_family(void **state) {
         {"tinytown_bridge_consumer_assigned", "gauge"},
         {"tinytown_bridge_peers_disagree", "gauge"},
         {"tinytown_bridge_kafka_delivery_failing", "gauge"},
+        {"tinytown_bridge_kafka_security_failing", "gauge"},
         {"tinytown_bridge_in_flight_commands", "gauge"},
         {"tinytown_bridge_pending_waits", "gauge"},
         {"tinytown_bridge_producer_queue_messages", "gauge"},
