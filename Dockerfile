@@ -20,7 +20,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         gcc libc6-dev meson ninja-build pkg-config python3 \
-        libhiredis-dev librdkafka-dev libjansson-dev libconfig-dev libmicrohttpd-dev \
+        libhiredis-dev librdkafka-dev libjansson-dev libconfig-dev libmicrohttpd-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -35,10 +35,11 @@ FROM debian:bookworm-slim
 
 # Runtime libraries only (the packages behind the -dev ones above);
 # ca-certificates so librdkafka can verify brokers reached over TLS
-# (security.protocol=ssl or sasl_ssl, as managed Kafka services require).
+# (security.protocol=ssl or sasl_ssl, as managed Kafka services require), and
+# the bridge a managed Redis (rediss:// with no redis.tls_ca_file).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        libhiredis0.14 librdkafka1 libjansson4 libconfig9 libmicrohttpd12 ca-certificates \
+        libhiredis0.14 librdkafka1 libjansson4 libconfig9 libmicrohttpd12 libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
 # A fixed numeric uid, so orchestrators that require runAsNonRoot can verify it.
