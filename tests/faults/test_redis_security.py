@@ -72,15 +72,25 @@ def explained_rules():
 ONE_TOWN = ["--set", "bridge.towns=demo"]
 
 
-def start_fails(s, extra, timeout=30):
-    """Starts a bridge that must stop by itself: its exit status and log."""
-    b = s.bridge(extra=extra, wait_assigned=False)
-    rc = b.wait(timeout)
-    return rc, b.log_text()
-
-
 def error_lines(log):
     return [line for line in log.splitlines() if "level=error" in line]
+
+
+def start_refused(s, extra, timeout=30):
+    """Starts a bridge that must stop by itself, with status 1 and one error
+    line saying Redis refused it: that line. The password is in no line."""
+    b = s.bridge(extra=extra, wait_assigned=False)
+    rc = b.wait(timeout)
+    log = b.log_text()
+    errors = error_lines(log)
+    assert rc == 1 and len(errors) == 1, log
+    assert "cannot start: redis refused the bridge" in errors[0], errors
+    assert PASSWORD not in log
+    return errors[0]
+
+
+def acl_url(s, password=PASSWORD):
+    return "redis://tinytown-bridge:%s@127.0.0.1:%d" % (password, s.redis.port)
 
 
 def http_status(port, path):
@@ -180,25 +190,18 @@ def test_tls_unknown_ca_stops_at_start():
     other = TestCA(name="someone else's CA")
     try:
         with Stack(redis_tls=server_tls()) as s:
-            rc, log = start_fails(s, trust(other.ca_file))
-            assert rc == 1, log
-            errors = error_lines(log)
-            assert len(errors) == 1, log
-            assert "cannot start: redis refused the bridge" in errors[0], errors
+            line = start_refused(s, trust(other.ca_file))
             # OpenSSL's words: the server sends its CA along, which we do not trust.
             assert "certificate verify failed: self-signed certificate in certificate chain" in \
-                errors[0], errors
+                line, line
     finally:
         other.remove()
 
 
 def test_tls_wrong_server_name_stops_at_start():
     with Stack(redis_tls=server_tls()) as s:
-        rc, log = start_fails(s, trust() + ["--set", "redis.tls_server_name=redis.example"])
-        assert rc == 1, log
-        errors = error_lines(log)
-        assert len(errors) == 1 and "certificate verify failed: hostname mismatch" in errors[0], \
-            log
+        line = start_refused(s, trust() + ["--set", "redis.tls_server_name=redis.example"])
+        assert "certificate verify failed: hostname mismatch" in line, line
 
 
 def test_tls_verify_off_encrypts_and_warns():
@@ -216,10 +219,8 @@ def test_tls_verify_off_encrypts_and_warns():
 
 def test_tls_client_certificate_required():
     with Stack(redis_tls=server_tls(auth_clients="yes")) as s:
-        rc, log = start_fails(s, trust())
-        assert rc == 1, log
-        errors = error_lines(log)
-        assert len(errors) == 1 and "certificate required" in errors[0], log
+        line = start_refused(s, trust())
+        assert "tlsv13 alert certificate required" in line, line
 
         c = ca()
         b = s.bridge(extra=trust() + SLOW_SWEEPS + ["--set", "redis.tls_cert_file=" + c.client[0],
@@ -266,8 +267,7 @@ def test_acl_right_removed_later_is_explained_and_retried_until_granted():
     with Stack(redis_args=["--notify-keyspace-events", "Kghx"]) as s:
         acl_user(s, readme_acl_rules())
         http = free_port()
-        b = s.bridge(extra=["--set", "redis.url=redis://tinytown-bridge:%s@127.0.0.1:%d"
-                            % (PASSWORD, s.redis.port),
+        b = s.bridge(extra=["--set", "redis.url=" + acl_url(s),
                             "--set", "http.listen=127.0.0.1:%d" % http,
                             "--set", "events.relay=false", "--set", "events.capture=false"]
                    + ONE_TOWN)
@@ -300,14 +300,9 @@ def test_acl_script_right_missing_is_named_before_any_command():
     names it and stops at start, having written nothing of tinytown's."""
     with Stack() as s:
         acl_user(s, [r for r in readme_acl_rules() if r != "+xadd"])
-        url = "redis://tinytown-bridge:%s@127.0.0.1:%d" % (PASSWORD, s.redis.port)
-        rc, log = start_fails(s, ["--set", "redis.url=" + url] + ONE_TOWN)
-        assert rc == 1, log
-        errors = error_lines(log)
-        assert len(errors) == 1, log
-        assert "cannot start: redis refused the bridge" in errors[0], errors
-        assert 'error="XADD tt:demo:rights (checked at connect) refused' in errors[0], errors
-        assert "ACL SETUSER <user> " + explained_rules() in errors[0], errors
+        line = start_refused(s, ["--set", "redis.url=" + acl_url(s)] + ONE_TOWN)
+        assert 'error="XADD tt:demo:rights (checked at connect) refused' in line, line
+        assert "ACL SETUSER <user> " + explained_rules() in line, line
         assert s.r.keys("tt:*") == []  # tinytown's keys untouched
 
 
@@ -316,18 +311,12 @@ def test_acl_refusals_at_start():
     each stops the bridge at start with one line saying why."""
     with Stack() as s:
         acl_user(s, [r for r in readme_acl_rules() if r != "+script|load"])
-        url = "redis://tinytown-bridge:%s@127.0.0.1:%d" % (PASSWORD, s.redis.port)
-        rc, log = start_fails(s, ["--set", "redis.url=" + url] + ONE_TOWN)
-        assert rc == 1, log
-        errors = error_lines(log)
-        assert len(errors) == 1 and "SCRIPT LOAD refused: NOPERM" in errors[0], log
-        assert "ACL SETUSER <user> " + explained_rules() in errors[0], errors
+        line = start_refused(s, ["--set", "redis.url=" + acl_url(s)] + ONE_TOWN)
+        assert "SCRIPT LOAD refused: NOPERM" in line, line
+        assert "ACL SETUSER <user> " + explained_rules() in line, line
 
-        rc, log = start_fails(s, ["--set", "redis.url=" + url.replace(PASSWORD, "not-it")])
-        assert rc == 1, log
-        errors = error_lines(log)
-        assert len(errors) == 1 and "AUTH refused: WRONGPASS" in errors[0], log
-        assert PASSWORD not in log and "not-it" not in log
+        line = start_refused(s, ["--set", "redis.url=" + acl_url(s, "not-it")])
+        assert "AUTH refused: WRONGPASS" in line and "not-it" not in line, line
 
 
 def test_rediss_against_a_plain_port_says_so():
