@@ -629,7 +629,7 @@ bool ttb_reply_is_transient(const redisReply *reply) {
  * Kept equal to the README's line by the security tests, which run with it. */
 const char ttb_store_acl_rules[] =
     "resetkeys ~tt:* ~ttb:* resetchannels &__keyspace@<db>__:tt:<town>:agent:* (one per town) "
-    "-@all +auth +select +ping +echo "
+    "-@all +auth +select +echo "
     "+script|load +eval +evalsha +scan +hscan +get +set +exists +del +type +ttl +expire +pexpire "
     "+hget +hmget +hgetall +hset +hsetnx +hdel +llen +lpush +ltrim +zadd +zrem +zrangebyscore "
     "+xadd +xrange +xread +xtrim +xinfo|stream +psubscribe +config|get";

@@ -248,6 +248,14 @@ def test_acl_user_with_exactly_the_documented_rights():
                                          "--set", "redis.password_file=" + pwfile]
         b = s.bridge(extra=extra)
         exercise(s, b)
+        # Every other operation too: answers, never an internal error.
+        for op, args in [("status", None), ("list_open", None), ("get_result", {"agent": "alpha"}),
+                         ("restart", {"agent": "alpha"}), ("interrupt", {"agent": "alpha"}),
+                         ("resume", {"agent": "alpha"}), ("close", {"agent": "alpha"}),
+                         ("kill", {"agent": "alpha"}), ("stop_all", None),
+                         ("prune", {"all": True})]:
+            doc = s.call(op, args)
+            assert doc["ok"] or doc["error"]["code"] != "internal", doc
         assert s.r.execute_command("ACL", "LOG") == []
         clients = s.r.execute_command("CLIENT", "LIST").decode()
         assert "user=tinytown-bridge" in clients
