@@ -1148,8 +1148,10 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
     ttb_metrics.redis_up = false;
     int crc = redis_connect(b, err, sizeof(err));
     if (crc == TTB_ERR_DENIED || crc == TTB_ERR_INVALID) {
-        /* A certificate, a password or an ACL: waiting does not cure it. */
-        ttb_log_error("cannot start: redis refused the bridge", "error", err);
+        /* A certificate, a password, an ACL, a TLS file: waiting does not cure it. */
+        ttb_log_error(crc == TTB_ERR_DENIED ? "cannot start: redis refused the bridge"
+                                            : "cannot start: redis TLS settings",
+                      "error", err);
         return TTB_ERR_INVALID;
     }
     if (crc) {

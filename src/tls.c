@@ -90,15 +90,21 @@ static void tls_init(void) {
     atexit(wait_for_pumps);
 }
 
-/* OpenSSL's reason for the last failure, in its own words, and the queue
- * cleared for the next call. */
+/* OpenSSL's reason for a failure, in its own words: the first of its queue
+ * (the most specific: "no start line" before "PEM lib"), or the system's
+ * for a file that cannot be opened. The queue is left empty. */
 static void ssl_reason(char *buf, size_t size, const char *fallback) {
-    unsigned long e = ERR_peek_last_error();
-    const char *reason = e ? ERR_reason_error_string(e) : NULL;
-    if (reason) snprintf(buf, size, "%s", reason);
-    else if (e) ERR_error_string_n(e, buf, size);
+    unsigned long e, first = 0;
+    int sys = 0;
+    while ((e = ERR_get_error()) != 0) {
+        if (ERR_SYSTEM_ERROR(e) && !sys) sys = ERR_GET_REASON(e);
+        if (!first) first = e;
+    }
+    const char *reason = first ? ERR_reason_error_string(first) : NULL;
+    if (sys) snprintf(buf, size, "%s", strerror(sys));
+    else if (reason) snprintf(buf, size, "%s", reason);
+    else if (first) ERR_error_string_n(first, buf, size);
     else snprintf(buf, size, "%s", fallback);
-    ERR_clear_error();
 }
 
 static ttb_tls_t *tls_fail(ttb_tls_t *tls, char *errstr, size_t errstr_size, const char *what,

@@ -229,6 +229,25 @@ def test_tls_client_certificate_required():
         assert b.stop() == 0
 
 
+def test_tls_files_that_cannot_be_used_stop_at_start():
+    c = ca()
+    other_key = c.issue("stranger", san="DNS:stranger")[1]
+    with Stack(redis_tls=server_tls()) as s:
+        cases = [(["--set", "redis.tls_ca_file=/nonexistent/ca.pem"],
+                  "cannot load CA /nonexistent/ca.pem: No such file or directory"),
+                 (trust() + ["--set", "redis.tls_cert_file=" + c.client[0],
+                             "--set", "redis.tls_key_file=" + other_key],
+                  "cannot load key %s: key values mismatch" % other_key),
+                 (trust() + ["--set", "redis.tls_cert_file=" + c.ca_key],
+                  "cannot load certificate %s: no start line" % c.ca_key)]
+        for extra, want in cases:
+            b = s.bridge(extra=extra, wait_assigned=False)
+            assert b.wait(30) == 1, b.log_text()
+            errors = error_lines(b.log_text())
+            assert len(errors) == 1 and "cannot start: redis TLS settings" in errors[0], errors
+            assert want in errors[0], errors
+
+
 def acl_user(s, rules):
     s.r.execute_command("ACL", "SETUSER", "tinytown-bridge", "reset", "on", ">" + PASSWORD,
                         *rules)
