@@ -456,13 +456,16 @@ int ttb_store_connect(ttb_store_t *store, char *errstr, size_t errstr_size) {
                         sizeof(store->errstr));
     if (rc) {
         snprintf(errstr, errstr_size, "%s", store->errstr);
+    } else {
+        store->connected = true;
+        store->denied_is_reply = true; /* each setup step says what was refused */
+        rc = store_setup(store, errstr, errstr_size);
+        store->denied_is_reply = false;
+    }
+    if (rc) {
+        store->refused = rc == TTB_ERR_DENIED;
         return rc;
     }
-    store->connected = true;
-    store->denied_is_reply = true; /* each setup step says what was refused */
-    rc = store_setup(store, errstr, errstr_size);
-    store->denied_is_reply = false;
-    if (rc) return rc;
     if (store->ever_connected) store->reconnects++;
     store->ever_connected = true;
     store->errstr[0] = '\0';

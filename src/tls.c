@@ -280,6 +280,12 @@ static int set_peer_name(SSL *ssl, const char *name, bool verify, char *errstr,
     return ok ? 0 : TTB_ERR_INVALID;
 }
 
+/* A connection that ended without TLS's goodbye (a server stopped or
+ * restarted): OpenSSL 3 calls it an SSL error, but it is no refusal. */
+static bool ssl_error_is_eof(void) {
+    return ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
 /* Why a handshake failed, and whether retrying may help. */
 static int handshake_error(SSL *ssl, int ret, const char *where, char *errstr, size_t errstr_size) {
     int e = SSL_get_error(ssl, ret);
@@ -290,8 +296,11 @@ static int handshake_error(SSL *ssl, int ret, const char *where, char *errstr, s
         snprintf(why, sizeof(why), "certificate verify failed: %s",
                  X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
         ERR_clear_error();
-    } else if (e == SSL_ERROR_SSL) {
+    } else if (e == SSL_ERROR_SSL && !ssl_error_is_eof()) {
         ssl_reason(why, sizeof(why), "handshake failed");
+    } else if (e == SSL_ERROR_SSL) {
+        ssl_reason(why, sizeof(why), "connection closed during the handshake");
+        rc = TTB_ERR_IO;
     } else {
         /* The connection broke or timed out: the server may be restarting. */
         snprintf(why, sizeof(why), "%s", errno && e == SSL_ERROR_SYSCALL
@@ -378,14 +387,14 @@ typedef struct pump {
 /* Ends the pump on error @p e (SSL_get_error's) of @p op, keeping why. */
 static void pump_ssl_failed(pump_t *p, int e, const char *op) {
     char why[200], line[240];
+    /* An alert from the server (a refused client certificate arrives after
+     * a TLS 1.3 handshake) refuses us; anything else is a broken connection. */
+    bool alert = e == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) >= SSL_AD_REASON_OFFSET;
     if (e == SSL_ERROR_SSL) ssl_reason(why, sizeof(why), "TLS error");
     else snprintf(why, sizeof(why), "%s", errno ? strerror(errno) : "connection closed");
     ERR_clear_error();
     snprintf(line, sizeof(line), "TLS %s: %s", op, why);
-    /* An alert from the server (a refused client certificate arrives after
-     * a TLS 1.3 handshake) or a protocol error, as opposed to a broken
-     * connection. */
-    tunnel_set_error(p->t, line, e == SSL_ERROR_SSL ? TTB_ERR_DENIED : TTB_ERR_IO);
+    tunnel_set_error(p->t, line, alert ? TTB_ERR_DENIED : TTB_ERR_IO);
     p->failed = true;
 }
 
@@ -398,10 +407,12 @@ static void pump_write_failed(pump_t *p, int e) {
         unsigned char said[512];
         ERR_clear_error();
         int n = SSL_read(p->t->ssl, said, sizeof(said));
-        if (n <= 0 && SSL_get_error(p->t->ssl, n) == SSL_ERROR_SSL) {
+        if (n <= 0 && SSL_get_error(p->t->ssl, n) == SSL_ERROR_SSL &&
+            ERR_GET_REASON(ERR_peek_error()) >= SSL_AD_REASON_OFFSET) {
             pump_ssl_failed(p, SSL_ERROR_SSL, "read");
             return;
         }
+        ERR_clear_error();
     }
     errno = write_errno;
     pump_ssl_failed(p, e, "write");

@@ -168,6 +168,47 @@ def test_tls_timeouts_and_reconnects_work_as_on_tcp():
         assert b.stop() == 0
 
 
+def test_tls_refused_later_is_an_outage_until_fixed():
+    """The server comes back with a certificate of a CA the bridge does not
+    trust: an outage (not ready, consumption paused, retried), said once as
+    an error naming the cause; with its own certificate back, it resumes."""
+    rotated = TestCA(name="rotated CA")
+    try:
+        tls = server_tls()
+        with Stack(redis_tls=tls) as s:
+            http = free_port()
+            b = s.bridge(extra=trust() + ["--set", "http.listen=127.0.0.1:%d" % http,
+                                          "--set", "bridge.redis_backoff_max_ms=300"])
+            wait_until(lambda: http_status(http, "/readyz") == 200, 20, what="/readyz 200")
+            mark = len(b.log_text())
+            s.redis.pause()
+            cert, key = rotated.issue("redis-rotated")
+            s.redis.tls = dict(tls, cert_file=cert, key_file=key, ca_file=rotated.ca_file)
+            s.redis.resume()
+            b.wait_log("redis refused the bridge: pausing consumption", 30, after=mark)
+            wait_until(lambda: http_status(http, "/readyz") == 503, 20, what="/readyz 503")
+            # Retried meanwhile, not said again.
+            b.wait_log("msg=summary", 10, after=len(b.log_text()))
+            b.wait_log("msg=summary", 10, after=len(b.log_text()))
+            errors = error_lines(b.log_text()[mark:])
+            assert len(errors) == 1, errors
+            assert "certificate verify failed: unable to get local issuer certificate" in \
+                errors[0] or "certificate verify failed: self-signed certificate in certificate " \
+                "chain" in errors[0], errors
+            assert b.proc.poll() is None
+
+            s.redis.pause()
+            s.redis.tls = tls
+            s.redis.resume()
+            b.wait_log("redis available again: resuming", 30, after=mark)
+            wait_until(lambda: http_status(http, "/readyz") == 200, 20, what="/readyz 200 again")
+            assert ok(s.call("spawn", {"name": "eta"}))["agent"]["name"] == "eta"
+            assert len(error_lines(b.log_text()[mark:])) == 1
+            assert b.stop() == 0
+    finally:
+        rotated.remove()
+
+
 def test_tls_ca_directory_and_server_name_override():
     """A hashed CA directory instead of a file; and tls_server_name naming
     what the certificate carries when the URL's host differs (here an IP
