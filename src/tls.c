@@ -272,8 +272,11 @@ static int set_peer_name(SSL *ssl, const char *name, bool verify, char *errstr,
     if (is_ip_address(name)) {
         if (verify) ok = X509_VERIFY_PARAM_set1_ip_asc(param, name); /* no SNI (RFC 6066) */
     } else {
+        /* OpenSSL's SNI macro takes a mutable string; it copies it. */
+        char sni[256];
+        snprintf(sni, sizeof(sni), "%s", name);
         X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        ok = SSL_set_tlsext_host_name(ssl, name) == 1 &&
+        ok = strlen(name) < sizeof(sni) && SSL_set_tlsext_host_name(ssl, sni) == 1 &&
              (!verify || X509_VERIFY_PARAM_set1_host(param, name, 0) == 1);
     }
     if (!ok) snprintf(errstr, errstr_size, "cannot use TLS server name %s", name);

@@ -35,7 +35,7 @@ def ca():
     global _ca
     if _ca is None:
         _ca = TestCA()
-        _ca.server = _ca.issue("redis", san="IP:127.0.0.1")
+        _ca.server = _ca.issue("redis", san="IP:127.0.0.1,DNS:localhost")
         _ca.client = _ca.issue("bridge", san="DNS:tinytown-bridge")
     return _ca
 
@@ -209,10 +209,10 @@ def test_tls_refused_later_is_an_outage_until_fixed():
         rotated.remove()
 
 
-def test_tls_ca_directory_and_server_name_override():
-    """A hashed CA directory instead of a file; and tls_server_name naming
-    what the certificate carries when the URL's host differs (here an IP
-    written as a name the certificate lacks would fail)."""
+def test_tls_ca_directory_dns_names_and_server_name_override():
+    """A hashed CA directory instead of a file; a DNS name checked against
+    the certificate (and sent as SNI); and tls_server_name naming what the
+    certificate carries when the URL's host is another name for it."""
     c = ca()
     cadir = os.path.join(c.dir, "cas")
     os.makedirs(cadir, exist_ok=True)
@@ -220,11 +220,14 @@ def test_tls_ca_directory_and_server_name_override():
         dst.write(src.read())
     subprocess.run(["openssl", "rehash", cadir], check=True, capture_output=True)
     with Stack(redis_tls=server_tls()) as s:
-        url = "rediss://localhost:%d" % s.redis.port
-        b = s.bridge(extra=["--set", "redis.url=" + url, "--set", "redis.tls_ca_dir=" + cadir,
-                            "--set", "redis.tls_server_name=127.0.0.1"])
-        assert ok(s.call("spawn", {"name": "beta"}))["agent"]["name"] == "beta"
-        assert b.stop() == 0
+        by_name = ["--set", "redis.url=rediss://localhost:%d" % s.redis.port,
+                   "--set", "redis.tls_ca_dir=" + cadir]
+        overridden = ["--set", "redis.url=rediss://127.0.0.1:%d" % s.redis.port,
+                      "--set", "redis.tls_server_name=localhost"] + trust()
+        for name, extra in (("beta", by_name), ("gamma", overridden)):
+            b = s.bridge(extra=extra)
+            assert ok(s.call("spawn", {"name": name}))["agent"]["name"] == name
+            assert b.stop() == 0
 
 
 def test_tls_unknown_ca_stops_at_start():
