@@ -35,7 +35,8 @@ FROM debian:bookworm-slim
 
 # Runtime libraries only (the packages behind the -dev ones above);
 # ca-certificates so librdkafka can verify brokers reached over TLS
-# (security.protocol=ssl or sasl_ssl, as managed Kafka services require).
+# (security.protocol=ssl or sasl_ssl, as managed Kafka services require), and
+# the bridge a managed Redis (rediss:// with no redis.tls_ca_file).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         libhiredis0.14 librdkafka1 libjansson4 libconfig9 libmicrohttpd12 libssl3 ca-certificates \

@@ -99,7 +99,8 @@ struct ttb_bridge {
     bool redis_down;
     uint64_t redis_down_since_us;
     ttb_backoff_t redis_backoff;
-    char probe_error[256];
+    char probe_error[1024];
+    bool redis_refused;      /* the outage is a refusal (NOPERM): a probe does not end it */
     uint64_t next_wait_check_us;
     uint64_t next_health_us;
     uint64_t next_lag_us;
@@ -602,13 +603,20 @@ static void watch_close(ttb_bridge_t *b);
 static void watch_pump(ttb_bridge_t *b);
 
 static void redis_went_down(ttb_bridge_t *b) {
+    bool refused = ttb_store_refused(b->store);
+    const char *why = b->probe_error[0] ? b->probe_error : ttb_store_errstr(b->store);
+    /* A refusal needs an operator: said once per outage, as an error, with
+     * the fix, even when the outage began as something else. */
+    if (refused && !b->redis_refused)
+        ttb_log_error("redis refused the bridge: pausing consumption", "error", why);
+    else if (!b->redis_down && !refused)
+        ttb_log_warn("redis unavailable: pausing consumption", "error", why);
     if (!b->redis_down) {
         b->redis_down = true;
         b->redis_down_since_us = now_us();
         ttb_metrics.redis_up = false;
-        ttb_log_warn("redis unavailable: pausing consumption", "error",
-                     b->probe_error[0] ? b->probe_error : ttb_store_errstr(b->store));
     }
+    if (refused) b->redis_refused = true;
     b->probe_error[0] = '\0';
     ttb_store_disconnect(b->store); /* a refusal leaves it connected; start afresh */
     watch_close(b); /* Redis may come back another (restarted, failed over) */
@@ -616,6 +624,7 @@ static void redis_went_down(ttb_bridge_t *b) {
 }
 
 static void redis_came_back(ttb_bridge_t *b) {
+    b->redis_refused = false;
     ttb_backoff_reset(&b->redis_backoff);
     if (!b->redis_down) return;
     ttb_waits_touch_all(b->waits); /* notifications were lost meanwhile */
@@ -686,6 +695,18 @@ static bool redis_accepts_writes(ttb_bridge_t *b) {
     return ok;
 }
 
+/* Connects and checks that the user has the rights the scripts need, before
+ * any command runs. @returns 0 or TTB_ERR_* (reason in @p err). */
+static int redis_connect(ttb_bridge_t *b, char *err, size_t err_size) {
+    int rc = ttb_store_connect(b->store, err, err_size);
+    if (!rc && (rc = ttb_store_check_rights(b->store, (const char *const *)b->config->towns,
+                                            b->config->ntowns)))
+        snprintf(err, err_size, "%s", ttb_store_errstr(b->store));
+    if (rc && ttb_store_refused(b->store)) rc = TTB_ERR_DENIED;
+    if (rc) ttb_store_disconnect(b->store);
+    return rc;
+}
+
 /* Keeps Redis's state known even when no command flows: reconnects with
  * backoff while it is down, and probes it once a second while it is idle, so
  * readiness and the outage log follow reality. @returns true when usable. */
@@ -693,9 +714,9 @@ static bool redis_tick(ttb_bridge_t *b) {
     uint64_t now = now_us();
     bool fresh = false;
     if (!ttb_store_connected(b->store)) {
-        char err[256];
+        char err[1024];
         if (!ttb_backoff_due(&b->redis_backoff)) return false;
-        if (ttb_store_connect(b->store, err, sizeof(err))) {
+        if (redis_connect(b, err, sizeof(err))) {
             redis_went_down(b);
             return false;
         }
@@ -707,7 +728,10 @@ static bool redis_tick(ttb_bridge_t *b) {
             redis_went_down(b);
             return false;
         }
-        redis_came_back(b);
+        /* After a NOPERM only the refused work succeeding (apply_stalled)
+         * ends the outage; without it, retried at the backoff's pace and
+         * logged once, not every time a probe passes. */
+        if (!b->redis_refused || b->nstalled == 0) redis_came_back(b);
         if (!b->legacy_adopted) adopt_legacy_records(b);
     }
     if (now >= b->next_peers_us) check_peers(b);
@@ -775,7 +799,7 @@ static void watch_close(ttb_bridge_t *b) {
 static void watch_open(ttb_bridge_t *b) {
     if (b->watch || b->redis_down || now_us() < b->next_watch_try_us) return;
     b->next_watch_try_us = now_us() + 5000000u;
-    char err[256] = "";
+    char err[1024] = "";
     if (!ttb_store_require_notifications(b->store, "Kgh", NULL, err, sizeof(err)))
         b->watch = ttb_store_subscribe(b->store, (const char *const *)b->watch_patterns,
                                        b->config->ntowns, err, sizeof(err));
@@ -1203,9 +1227,17 @@ static void shutdown_gracefully(ttb_bridge_t *b) {
 
 int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
     const ttb_config_t *c = b->config;
-    char err[512];
+    char err[1024];
     ttb_metrics.redis_up = false;
-    if (ttb_store_connect(b->store, err, sizeof(err))) {
+    int crc = redis_connect(b, err, sizeof(err));
+    if (crc == TTB_ERR_DENIED || crc == TTB_ERR_INVALID) {
+        /* A certificate, a password, an ACL, a TLS file: waiting does not cure it. */
+        ttb_log_error(crc == TTB_ERR_DENIED ? "cannot start: redis refused the bridge"
+                                            : "cannot start: redis TLS settings",
+                      "error", err);
+        return TTB_ERR_INVALID;
+    }
+    if (crc) {
         ttb_log_warn("redis unreachable at start; will keep trying", "error", err);
         redis_went_down(b);
     } else {

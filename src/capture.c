@@ -123,20 +123,9 @@ static void capture_redis_lost(ttb_capture_t *cap, const char *why) {
 /* ---- the script ---------------------------------------------------------- */
 
 static int capture_load_script(ttb_capture_t *cap) {
-    redisReply *reply;
-    int rc = ttb_store_command(cap->store, &reply, "SCRIPT LOAD %b", ttb_lua_capture,
-                               ttb_lua_capture_len);
-    if (rc) return rc;
-    rc = TTB_ERR_PROTO;
-    if (reply->type == REDIS_REPLY_STRING && reply->len == 40) {
-        memcpy(cap->sha, reply->str, 40);
-        cap->sha[40] = '\0';
-        rc = 0;
-    } else {
-        ttb_log_error("capture script refused by redis", "error",
-                      reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-    }
-    freeReplyObject(reply);
+    int rc = ttb_store_load_script(cap->store, ttb_lua_capture, ttb_lua_capture_len, cap->sha);
+    if (rc && rc != TTB_ERR_IO)
+        ttb_log_error("capture script refused by redis", "error", ttb_store_errstr(cap->store));
     return rc;
 }
 
@@ -392,7 +381,7 @@ static redisContext *capture_subscribe(ttb_capture_t *cap, char *err, size_t err
 }
 
 static bool capture_connect(ttb_capture_t *cap) {
-    char err[256] = "";
+    char err[1024] = "";
     int rc = ttb_store_connect(cap->store, err, sizeof(err));
     if (rc == 0) rc = capture_load_script(cap);
     if (rc == 0) {

@@ -46,6 +46,13 @@ typedef struct config_priv {
     char *password_file;    /* redis.password_file as configured */
     char *sasl_password_file;    /* kafka.sasl_password_file as configured */
     char *ssl_key_password_file; /* kafka.ssl_key_password_file as configured */
+    char *username_setting; /* redis.username as configured */
+    char *tls_ca_file;      /* redis.tls_*: borrowed by pub.redis at the end */
+    char *tls_ca_dir;
+    char *tls_cert_file;
+    char *tls_key_file;
+    char *tls_server_name;
+    bool tls_verify;
 } config_priv_t;
 
 /* How a setting's value is stored; the type shown to users follows from it. */
@@ -101,8 +108,9 @@ static const setting_t settings[] = {
     /* redis */
     {.name = "redis.url", .kind = KIND_STRING, .off = AT(pub.redis_url),
      .def = "redis://127.0.0.1:6379", .env = "TT_BRIDGE_REDIS_URL", .flags = F_REDIS_URL,
-     .help = "The town's Redis: redis://[user[:password]@]host[:port][/db]. A password here is "
-             "the last resort (password_file and password win); rediss:// (TLS) is not supported."},
+     .help = "The town's Redis: redis://[user[:password]@]host[:port][/db], or rediss://... for "
+             "TLS (see the tls_* settings). A password here is the last resort (password_file "
+             "and password win)."},
     {.name = "redis.password", .kind = KIND_STRING, .off = AT(password_setting), .def = "",
      .env = "TT_BRIDGE_REDIS_PASSWORD", .flags = F_OPTIONAL | F_SECRET,
      .help = "Redis password (AUTH); wins over a password in url. Prefer the environment or "
@@ -111,6 +119,33 @@ static const setting_t settings[] = {
      .env = "TT_BRIDGE_REDIS_PASSWORD_FILE", .flags = F_OPTIONAL,
      .help = "File holding the Redis password (one trailing newline is stripped), e.g. a Docker "
              "or Kubernetes secret; wins over password and url."},
+    {.name = "redis.username", .kind = KIND_STRING, .off = AT(username_setting), .def = "",
+     .env = "TT_BRIDGE_REDIS_USERNAME", .flags = F_OPTIONAL,
+     .help = "Redis ACL user (AUTH user password); wins over a user in url. Unset: the default "
+             "user. README \"Security\" has the ACL the bridge needs."},
+    {.name = "redis.tls_ca_file", .kind = KIND_STRING, .off = AT(tls_ca_file), .def = "",
+     .env = "TT_BRIDGE_REDIS_TLS_CA_FILE", .flags = F_OPTIONAL,
+     .help = "rediss://: PEM file of the CAs trusted to sign the server's certificate. Unset "
+             "(and no tls_ca_dir): the system's CAs."},
+    {.name = "redis.tls_ca_dir", .kind = KIND_STRING, .off = AT(tls_ca_dir), .def = "",
+     .env = "TT_BRIDGE_REDIS_TLS_CA_DIR", .flags = F_OPTIONAL,
+     .help = "rediss://: directory of trusted CA certificates, named by hash (openssl rehash)."},
+    {.name = "redis.tls_cert_file", .kind = KIND_STRING, .off = AT(tls_cert_file), .def = "",
+     .env = "TT_BRIDGE_REDIS_TLS_CERT_FILE", .flags = F_OPTIONAL,
+     .help = "rediss://: PEM client certificate (chain), for servers that require one "
+             "(tls-auth-clients)."},
+    {.name = "redis.tls_key_file", .kind = KIND_STRING, .off = AT(tls_key_file), .def = "",
+     .env = "TT_BRIDGE_REDIS_TLS_KEY_FILE", .flags = F_OPTIONAL,
+     .help = "rediss://: the client certificate's private key (PEM, unencrypted; a secrets "
+             "file). Unset: read from tls_cert_file."},
+    {.name = "redis.tls_server_name", .kind = KIND_STRING, .off = AT(tls_server_name), .def = "",
+     .env = "TT_BRIDGE_REDIS_TLS_SERVER_NAME", .flags = F_OPTIONAL,
+     .help = "rediss://: the name the server's certificate must carry (DNS name or IP "
+             "address), also sent as SNI. Unset: the url's host."},
+    {.name = "redis.tls_verify", .kind = KIND_BOOL, .off = AT(tls_verify), .def = "true",
+     .env = "TT_BRIDGE_REDIS_TLS_VERIFY",
+     .help = "rediss://: check the server's certificate and name. false only encrypts (anyone "
+             "in the path can pose as the server) and logs a warning."},
     {.name = "redis.connect_timeout_ms", .kind = KIND_INT, .off = AT(pub.redis.connect_timeout_ms),
      .min = 1, .max = 600000, .def = "2000", .env = "TT_BRIDGE_REDIS_CONNECT_TIMEOUT_MS",
      .help = "Bound on connecting to Redis, in milliseconds."},
@@ -545,6 +580,7 @@ static bool listen_ok(const char *s, char *msg, size_t msgsz) {
 /* ---- Redis URLs ---- */
 
 typedef struct redis_url {
+    bool tls; /* rediss:// */
     char *host;
     char *username;
     char *password;
@@ -592,8 +628,8 @@ static int pct_decode(const char *s, size_t n, char **out) {
     return 0;
 }
 
-/* redis://[user[:password]@]host[:port][/db]. Messages never quote the URL:
- * it may hold a password. */
+/* redis[s]://[user[:password]@]host[:port][/db]. Messages never quote the
+ * URL: it may hold a password. */
 static int redis_url_parse(const char *url, redis_url_t *u, char *msg, size_t msgsz) {
     memset(u, 0, sizeof(*u));
     u->port = 6379;
@@ -603,14 +639,11 @@ static int redis_url_parse(const char *url, redis_url_t *u, char *msg, size_t ms
         return TTB_ERR_INVALID;
     }
     size_t slen = (size_t)(sep - url);
-    if (slen == 6 && strncasecmp(url, "rediss", 6) == 0) {
-        snprintf(msg, msgsz, "TLS is not supported (rediss://); use redis://");
-        return TTB_ERR_INVALID;
-    }
-    if (slen != 5 || strncasecmp(url, "redis", 5) != 0) {
+    u->tls = slen == 6 && strncasecmp(url, "rediss", 6) == 0;
+    if (!u->tls && (slen != 5 || strncasecmp(url, "redis", 5) != 0)) {
         char q[96], scheme[40];
         snprintf(scheme, sizeof(scheme), "%.*s", (int)(slen < 32 ? slen : 32), url);
-        snprintf(msg, msgsz, "unsupported scheme %s (expected redis://)",
+        snprintf(msg, msgsz, "unsupported scheme %s (expected redis:// or rediss://)",
                  quote(q, sizeof(q), scheme));
         return TTB_ERR_INVALID;
     }
@@ -1286,6 +1319,40 @@ static int read_password_file(load_ctx_t *ctx, const char *path, const char *ori
     return 0;
 }
 
+/* The redis.tls_* settings: meaningful with rediss:// only, where a value
+ * that would be ignored is a mistake worth stopping for (the operator meant
+ * TLS and would get plain TCP). Defaults are fine either way, so that
+ * --check-config's output loads again. */
+static int finish_redis_tls(load_ctx_t *ctx, bool tls) {
+    config_priv_t *p = ctx->p;
+    const char *const values[] = {p->tls_ca_file, p->tls_ca_dir, p->tls_cert_file,
+                                  p->tls_key_file, p->tls_server_name,
+                                  p->tls_verify ? NULL : "false"};
+    static const char *const names[] = {"redis.tls_ca_file", "redis.tls_ca_dir",
+                                        "redis.tls_cert_file", "redis.tls_key_file",
+                                        "redis.tls_server_name", "redis.tls_verify"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !tls; i++) {
+        if (values[i] != NULL)
+            return fail(ctx, TTB_ERR_INVALID, ctx->origin[idx(names[i])],
+                        "a TLS setting needs a rediss:// redis.url (it is redis://)");
+    }
+    if (p->tls_key_file != NULL && p->tls_cert_file == NULL)
+        return fail(ctx, TTB_ERR_INVALID, ctx->origin[idx("redis.tls_key_file")],
+                    "needs redis.tls_cert_file");
+    ttb_redis_opts_t *r = &p->pub.redis;
+    r->tls = tls;
+    r->tls_ca_file = p->tls_ca_file;
+    r->tls_ca_dir = p->tls_ca_dir;
+    r->tls_cert_file = p->tls_cert_file;
+    r->tls_key_file = p->tls_key_file;
+    r->tls_server_name = p->tls_server_name;
+    r->tls_insecure = !p->tls_verify;
+    if (tls && !p->tls_verify)
+        ttb_log_warn("redis.tls_verify=false: the Redis server's certificate is not checked; "
+                     "traffic is encrypted but anyone in the path can pose as the server");
+    return 0;
+}
+
 static int finish_redis(load_ctx_t *ctx) {
     config_priv_t *p = ctx->p;
     const char *url_origin = ctx->origin[idx("redis.url")];
@@ -1312,6 +1379,14 @@ static int finish_redis(load_ctx_t *ctx) {
         password = u.password;
         u.password = NULL;
     }
+    if (p->username_setting != NULL) { /* redis.username > the URL's user */
+        wipe_free(u.username);
+        if ((u.username = strdup(p->username_setting)) == NULL) {
+            wipe_free(password);
+            redis_url_clear(&u);
+            return fail_nomem(ctx, "redis.username");
+        }
+    }
     p->redis_host = u.host;
     p->redis_username = u.username;
     p->redis_password = password;
@@ -1321,7 +1396,9 @@ static int finish_redis(load_ctx_t *ctx) {
     p->pub.redis.password = p->redis_password;
     p->pub.redis.db = u.db;
     u.host = u.username = NULL;
+    bool tls = u.tls;
     redis_url_clear(&u);
+    if ((rc = finish_redis_tls(ctx, tls)) != 0) return rc;
     if ((p->pub.redis_url_redacted = ttb_redis_url_redact(p->pub.redis_url)) == NULL)
         return fail_nomem(ctx, url_origin);
     return 0;

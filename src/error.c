@@ -74,6 +74,7 @@ const char *ttb_err_str(int err) {
     case TTB_ERR_PROTO: return "unexpected reply from Redis";
     case TTB_ERR_INVALID: return "invalid argument or input";
     case TTB_ERR_NOTFOUND: return "not found";
+    case TTB_ERR_DENIED: return "refused by Redis (credentials, certificate or ACL)";
     default: return "unknown error";
     }
 }

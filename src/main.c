@@ -137,7 +137,7 @@ static void args_free(args_t *a) {
  * answers, not failures: the exit status is non-zero only when Redis fails. */
 static int run_apply(const ttb_config_t *cfg) {
     ttb_store_t *store = ttb_store_new(&cfg->redis);
-    char err[256];
+    char err[1024];
     if (!store || ttb_store_connect(store, err, sizeof(err))) {
         fprintf(stderr, "tinytown-bridge: redis: %s\n", store ? err : "out of memory");
         ttb_store_free(store);

@@ -334,20 +334,9 @@ static void relay_producer_free(ttb_relay_t *relay) {
 /* ---- Redis --------------------------------------------------------------- */
 
 static int relay_load_script(ttb_relay_t *relay) {
-    redisReply *reply;
-    int rc = ttb_store_command(relay->store, &reply, "SCRIPT LOAD %b", ttb_lua_relay,
-                               ttb_lua_relay_len);
-    if (rc) return rc;
-    rc = TTB_ERR_PROTO;
-    if (reply->type == REDIS_REPLY_STRING && reply->len == 40) {
-        memcpy(relay->sha, reply->str, 40);
-        relay->sha[40] = '\0';
-        rc = 0;
-    } else {
-        ttb_log_error("relay script refused by redis", "error",
-                      reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-    }
-    freeReplyObject(reply);
+    int rc = ttb_store_load_script(relay->store, ttb_lua_relay, ttb_lua_relay_len, relay->sha);
+    if (rc && rc != TTB_ERR_IO)
+        ttb_log_error("relay script refused by redis", "error", ttb_store_errstr(relay->store));
     return rc;
 }
 
@@ -382,7 +371,7 @@ static void relay_sleep(ttb_relay_t *relay, int ms) {
 }
 
 static bool relay_connect(ttb_relay_t *relay) {
-    char err[256];
+    char err[1024];
     if (ttb_store_connect(relay->store, err, sizeof(err)) == 0 && relay_load_script(relay) == 0) {
         return true; /* the backoff is reset by a pass that works, not by a connect */
     }

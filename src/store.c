@@ -17,9 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "tinytown_bridge/clock.h"
 #include "tinytown_bridge/error.h"
+#include "tinytown_bridge/tls.h"
+
+#define STORE_EXTRA_SCRIPTS 4
 
 extern const char ttb_lua_spawn[];
 extern const size_t ttb_lua_spawn_len;
@@ -29,9 +33,18 @@ extern const char ttb_lua_bulk[];
 extern const size_t ttb_lua_bulk_len;
 extern const char ttb_lua_idem[];
 extern const size_t ttb_lua_idem_len;
+extern const char ttb_lua_rights[];
+extern const size_t ttb_lua_rights_len;
 
 struct ttb_store {
     redisContext *ctx;
+    ttb_tls_tunnel_t *tunnel; /* ctx's TLS tunnel (rediss://), NULL on plain TCP */
+    ttb_tls_t *tls;           /* rediss://: the TLS client configuration */
+    char *tls_server_name;    /* the name the server's certificate must carry */
+    char tls_error[256];      /* why tls could not be made: every connect fails with it */
+    bool refused;             /* the last failure was a refusal (TLS, AUTH, ACL) */
+    bool denied_is_reply;     /* hand NOPERM out as a reply: the command is optional */
+    bool use_tls;
     char *host;
     int port;
     char *username;
@@ -46,8 +59,17 @@ struct ttb_store {
     uint64_t round_trips;
     uint64_t reconnects;
     char sha[TTB_SCRIPT__COUNT][41];
-    char errstr[256];
+    struct {
+        const char *src; /* static: an embedded script */
+        size_t len;
+        char sha[41];
+    } extra[STORE_EXTRA_SCRIPTS]; /* loaded with ttb_store_load_script(), for messages */
+    size_t nextra;
+    char errstr[1024]; /* room for a NOPERM explanation with the ACL rules */
 };
+
+static void store_script_culprit(const ttb_store_t *store, const char *msg, char *buf,
+                                 size_t size);
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
@@ -66,12 +88,30 @@ ttb_store_t *ttb_store_new(const ttb_redis_opts_t *opts) {
         ttb_store_free(store);
         return NULL;
     }
+    store->use_tls = opts->tls;
+    if (opts->tls) {
+        ttb_tls_opts_t topts = {.ca_file = opts->tls_ca_file,
+                                .ca_dir = opts->tls_ca_dir,
+                                .cert_file = opts->tls_cert_file,
+                                .key_file = opts->tls_key_file,
+                                .verify = !opts->tls_insecure};
+        store->tls_server_name = strdup(opts->tls_server_name ? opts->tls_server_name : store->host);
+        if (!store->tls_server_name) {
+            ttb_store_free(store);
+            return NULL;
+        }
+        /* A file that cannot be used is reported by every connect, where
+         * callers already handle errors. */
+        store->tls = ttb_tls_new(&topts, store->tls_error, sizeof(store->tls_error));
+    }
     return store;
 }
 
 void ttb_store_disconnect(ttb_store_t *store) {
-    if (store->ctx) redisFree(store->ctx);
+    if (store->ctx) redisFree(store->ctx); /* closing hiredis's end ends the tunnel's pump */
     store->ctx = NULL;
+    ttb_tls_tunnel_release(store->tunnel);
+    store->tunnel = NULL;
     store->connected = false;
     store->unflushed = false;
 }
@@ -81,6 +121,8 @@ void ttb_store_free(ttb_store_t *store) {
     ttb_store_disconnect(store);
     free(store->host);
     free(store->username);
+    free(store->tls_server_name);
+    ttb_tls_free(store->tls);
     if (store->password) {
         /* Do not leave the secret in freed heap memory. */
         memset(store->password, 0, strlen(store->password));
@@ -107,9 +149,14 @@ void ttb_store_set_deadline(ttb_store_t *store, int64_t deadline_ms) {
     if (!deadline_ms && store->ctx) redisSetTimeout(store->ctx, ms_to_tv(store->command_timeout_ms));
 }
 
-/* Marks the connection dead after an I/O error and keeps the reason. */
+/* Marks the connection dead after an I/O error and keeps the reason: under
+ * TLS, hiredis only sees the stream end, and the tunnel knows why. */
 static int store_fail(ttb_store_t *store, const char *what) {
     const char *why = store->ctx && store->ctx->err ? store->ctx->errstr : "connection closed";
+    char tls_why[256];
+    int tls_rc = store->tunnel ? ttb_tls_tunnel_error(store->tunnel, tls_why, sizeof(tls_why)) : 0;
+    if (tls_rc) why = tls_why;
+    store->refused = tls_rc == TTB_ERR_DENIED;
     snprintf(store->errstr, sizeof(store->errstr), "%s: %s", what, why);
     ttb_store_disconnect(store);
     return TTB_ERR_IO;
@@ -122,6 +169,8 @@ const char *ttb_store_errstr(const ttb_store_t *store) { return store->errstr; }
 uint64_t ttb_store_round_trips(const ttb_store_t *store) { return store->round_trips; }
 
 uint64_t ttb_store_reconnects(const ttb_store_t *store) { return store->reconnects; }
+
+bool ttb_store_refused(const ttb_store_t *store) { return store->refused; }
 
 int ttb_store_reply(ttb_store_t *store, redisReply **reply) {
     *reply = NULL;
@@ -151,6 +200,19 @@ int ttb_store_reply(ttb_store_t *store, redisReply **reply) {
                  ((redisReply *)r)->str);
         freeReplyObject(r);
         ttb_store_disconnect(store);
+        return TTB_ERR_IO;
+    }
+    if (!store->denied_is_reply && ttb_reply_is_denied(r)) {
+        /* The user lacks a right (an ACL changed under us): no command
+         * can be answered correctly until an operator grants it, so it is
+         * an outage too, with the explanation as its reason. */
+        char culprit[64];
+        store_script_culprit(store, ((redisReply *)r)->str, culprit, sizeof(culprit));
+        ttb_reply_explain_denied(r, culprit[0] ? culprit : "a command", store->errstr,
+                                 sizeof(store->errstr));
+        freeReplyObject(r);
+        ttb_store_disconnect(store);
+        store->refused = true;
         return TTB_ERR_IO;
     }
     *reply = r;
@@ -210,24 +272,88 @@ static const char *script_source(ttb_script_t script, size_t *len) {
     }
 }
 
+/* SCRIPT LOAD of one script, its sha into @p sha. */
+static int store_script_load(ttb_store_t *store, const char *src, size_t len, char sha[41]) {
+    redisReply *reply;
+    int rc = ttb_store_command(store, &reply, "SCRIPT LOAD %b", src, len);
+    if (rc) return rc;
+    if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
+        rc = ttb_reply_is_denied(reply) ? TTB_ERR_DENIED : TTB_ERR_PROTO;
+        ttb_reply_explain_denied(reply, "SCRIPT LOAD", store->errstr, sizeof(store->errstr));
+        freeReplyObject(reply);
+        return rc;
+    }
+    memcpy(sha, reply->str, 40);
+    sha[40] = '\0';
+    freeReplyObject(reply);
+    return 0;
+}
+
 int ttb_store_load_scripts(ttb_store_t *store) {
     for (int i = 0; i < TTB_SCRIPT__COUNT; i++) {
         size_t len;
         const char *src = script_source((ttb_script_t)i, &len);
-        redisReply *reply;
-        int rc = ttb_store_command(store, &reply, "SCRIPT LOAD %b", src, len);
+        int rc = store_script_load(store, src, len, store->sha[i]);
         if (rc) return rc;
-        if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
-            snprintf(store->errstr, sizeof(store->errstr), "SCRIPT LOAD failed: %s",
-                     reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-            freeReplyObject(reply);
-            return TTB_ERR_PROTO;
-        }
-        memcpy(store->sha[i], reply->str, 40);
-        store->sha[i][40] = '\0';
-        freeReplyObject(reply);
     }
     return 0;
+}
+
+int ttb_store_load_script(ttb_store_t *store, const char *src, size_t len, char sha[41]) {
+    int rc = store_script_load(store, src, len, sha);
+    if (rc) return rc;
+    for (size_t i = 0; i < store->nextra; i++)
+        if (store->extra[i].src == src) return 0;
+    if (store->nextra < STORE_EXTRA_SCRIPTS) {
+        store->extra[store->nextra].src = src;
+        store->extra[store->nextra].len = len;
+        memcpy(store->extra[store->nextra].sha, sha, 41);
+        store->nextra++;
+    }
+    return 0;
+}
+
+/* The source of the script with @p sha (40 hex digits), or NULL. */
+static const char *store_script_by_sha(const ttb_store_t *store, const char *sha, size_t *len) {
+    for (int i = 0; i < TTB_SCRIPT__COUNT; i++)
+        if (strncmp(store->sha[i], sha, 40) == 0) return script_source((ttb_script_t)i, len);
+    for (size_t i = 0; i < store->nextra; i++) {
+        if (strncmp(store->extra[i].sha, sha, 40) != 0) continue;
+        *len = store->extra[i].len;
+        return store->extra[i].src;
+    }
+    return NULL;
+}
+
+/* Redis says a script's call was refused ("... script: <sha>, on
+ * @user_script:<line>.") but not which command: the line of our own source
+ * does. Writes e.g. "XADD in a script" into @p buf, or "" when unknown. */
+static void store_script_culprit(const ttb_store_t *store, const char *msg, char *buf,
+                                 size_t size) {
+    buf[0] = '\0';
+    const char *at = strstr(msg, "script: ");
+    const char *line_at = strstr(msg, "@user_script:");
+    if (!at || !line_at || strlen(at + 8) < 40) return;
+    size_t len;
+    const char *src = store_script_by_sha(store, at + 8, &len);
+    long line = strtol(line_at + 13, NULL, 10);
+    if (!src || line < 1) return;
+    const char *p = src, *end = src + len;
+    for (long n = 1; n < line && p < end; n++) {
+        p = memchr(p, '\n', (size_t)(end - p));
+        p = p ? p + 1 : end;
+    }
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (!eol) eol = end;
+    for (const char *c = p; c + 12 < eol; c++) {
+        size_t skip = strncmp(c, "redis.call('", 12) == 0    ? 12
+                      : strncmp(c, "redis.pcall('", 13) == 0 ? 13
+                                                              : 0;
+        if (!skip) continue;
+        const char *name = c + skip, *q = memchr(name, '\'', (size_t)(eol - name));
+        if (q) snprintf(buf, size, "%.*s in a script", (int)(q - name), name);
+        return;
+    }
 }
 
 /* Sends one setup command and insists on a non-error reply. */
@@ -241,12 +367,79 @@ static int setup_command(ttb_store_t *store, char *errstr, size_t errstr_size, c
     int rc = 0;
     if (reply->type == REDIS_REPLY_ERROR) {
         /* Never echo the command: it may hold the password. */
-        snprintf(errstr, errstr_size, "%s refused: %s", what, reply->str);
-        snprintf(store->errstr, sizeof(store->errstr), "%s refused: %s", what, reply->str);
-        rc = TTB_ERR_PROTO;
+        ttb_reply_explain_denied(reply, what, store->errstr, sizeof(store->errstr));
+        snprintf(errstr, errstr_size, "%s", store->errstr);
+        rc = ttb_reply_is_denied(reply) ? TTB_ERR_DENIED : TTB_ERR_PROTO;
     }
     freeReplyObject(reply);
     if (rc) ttb_store_disconnect(store);
+    return rc;
+}
+
+/* Opens a connection to the server: TCP through hiredis, or (rediss://) a
+ * TLS tunnel whose plaintext end hiredis adopts. Either way hiredis then
+ * bounds every read and write by the command timeout. */
+static int store_open(const ttb_store_t *store, int timeout_ms, redisContext **out,
+                      ttb_tls_tunnel_t **tunnel, char *errstr, size_t errstr_size) {
+    redisContext *c;
+    *out = NULL;
+    *tunnel = NULL;
+    if (store->use_tls) {
+        if (!store->tls) {
+            snprintf(errstr, errstr_size, "TLS: %s", store->tls_error);
+            return TTB_ERR_INVALID;
+        }
+        int fd;
+        int rc = ttb_tls_connect(store->tls, store->host, store->port, store->tls_server_name,
+                                 timeout_ms, &fd, tunnel, errstr, errstr_size);
+        if (rc) return rc;
+        if (!(c = redisConnectFd(fd))) close(fd);
+    } else {
+        c = redisConnectWithTimeout(store->host, store->port, ms_to_tv(timeout_ms));
+        if (c && !c->err) redisEnableKeepAlive(c); /* the tunnel sets its own TCP socket's */
+    }
+    if (!c || c->err) {
+        snprintf(errstr, errstr_size, "connect to %s:%d: %s", store->host, store->port,
+                 c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        ttb_tls_tunnel_release(*tunnel);
+        *tunnel = NULL;
+        return TTB_ERR_IO;
+    }
+    redisSetTimeout(c, ms_to_tv(store->command_timeout_ms));
+    *out = c;
+    return 0;
+}
+
+/* AUTH as the configured user: argv for it, the count, 0 when none. */
+static int auth_argv(const ttb_store_t *store, const char *argv[3]) {
+    if (!store->password) return 0;
+    argv[0] = "AUTH";
+    argv[1] = store->username ? store->username : store->password;
+    argv[2] = store->password;
+    return store->username ? 3 : 2;
+}
+
+/* AUTH, SELECT and the scripts on a fresh connection. */
+static int store_setup(ttb_store_t *store, char *errstr, size_t errstr_size) {
+    int rc;
+    const char *argv[3];
+    int argc = auth_argv(store, argv);
+    if (argc && (rc = setup_command(store, errstr, errstr_size, "AUTH", argc, argv)))
+        return store->refused ? TTB_ERR_DENIED : rc;
+    if (store->db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", store->db);
+        const char *sargv[2] = {"SELECT", db};
+        if ((rc = setup_command(store, errstr, errstr_size, "SELECT", 2, sargv)))
+            return store->refused ? TTB_ERR_DENIED : rc;
+    }
+    rc = ttb_store_load_scripts(store);
+    if (rc) {
+        snprintf(errstr, errstr_size, "%s", store->errstr);
+        if (store->refused) rc = TTB_ERR_DENIED;
+        ttb_store_disconnect(store);
+    }
     return rc;
 }
 
@@ -258,36 +451,19 @@ int ttb_store_connect(ttb_store_t *store, char *errstr, size_t errstr_size) {
         snprintf(errstr, errstr_size, "%s", store->errstr);
         return TTB_ERR_IO;
     }
-    store->ctx = redisConnectWithTimeout(store->host, store->port, ms_to_tv(connect_ms));
-    if (!store->ctx || store->ctx->err) {
-        snprintf(store->errstr, sizeof(store->errstr), "connect to %s:%d: %s", store->host,
-                 store->port, store->ctx ? store->ctx->errstr : "out of memory");
-        snprintf(errstr, errstr_size, "%s", store->errstr);
-        if (store->ctx) redisFree(store->ctx);
-        store->ctx = NULL;
-        return TTB_ERR_IO;
-    }
-    redisSetTimeout(store->ctx, ms_to_tv(store->command_timeout_ms));
-    redisEnableKeepAlive(store->ctx);
-    store->connected = true;
-
-    if (store->password) {
-        const char *argv[3] = {"AUTH", store->username ? store->username : store->password,
-                               store->password};
-        int rc = setup_command(store, errstr, errstr_size, "AUTH", store->username ? 3 : 2, argv);
-        if (rc) return rc;
-    }
-    if (store->db != 0) {
-        char db[16];
-        snprintf(db, sizeof(db), "%d", store->db);
-        const char *argv[2] = {"SELECT", db};
-        int rc = setup_command(store, errstr, errstr_size, "SELECT", 2, argv);
-        if (rc) return rc;
-    }
-    int rc = ttb_store_load_scripts(store);
+    store->refused = false;
+    int rc = store_open(store, connect_ms, &store->ctx, &store->tunnel, store->errstr,
+                        sizeof(store->errstr));
     if (rc) {
         snprintf(errstr, errstr_size, "%s", store->errstr);
-        ttb_store_disconnect(store);
+    } else {
+        store->connected = true;
+        store->denied_is_reply = true; /* each setup step says what was refused */
+        rc = store_setup(store, errstr, errstr_size);
+        store->denied_is_reply = false;
+    }
+    if (rc) {
+        store->refused = rc == TTB_ERR_DENIED;
         return rc;
     }
     if (store->ever_connected) store->reconnects++;
@@ -334,8 +510,8 @@ int ttb_store_append_script(ttb_store_t *store, ttb_script_t script, int nkeys, 
 
 int ttb_store_db(const ttb_store_t *store) { return store->db; }
 
-int ttb_store_require_notifications(ttb_store_t *store, const char *flags, bool *added,
-                                    char *errstr, size_t errstr_size) {
+static int store_require_notifications(ttb_store_t *store, const char *flags, bool *added,
+                                       char *errstr, size_t errstr_size) {
     redisReply *r;
     if (added) *added = false;
     int rc = ttb_store_command(store, &r, "CONFIG GET notify-keyspace-events");
@@ -376,41 +552,55 @@ int ttb_store_require_notifications(ttb_store_t *store, const char *flags, bool 
     return rc;
 }
 
+int ttb_store_require_notifications(ttb_store_t *store, const char *flags, bool *added,
+                                    char *errstr, size_t errstr_size) {
+    /* CONFIG is a right the least ACL leaves out: its refusal is an answer. */
+    store->denied_is_reply = true;
+    int rc = store_require_notifications(store, flags, added, errstr, errstr_size);
+    store->denied_is_reply = false;
+    return rc;
+}
+
 redisContext *ttb_store_subscribe(const ttb_store_t *store, const char *const *patterns, size_t n,
                                   char *errstr, size_t errstr_size) {
-    redisContext *c = redisConnectWithTimeout(store->host, store->port,
-                                              ms_to_tv(store->connect_timeout_ms));
-    if (!c || c->err) {
-        snprintf(errstr, errstr_size, "subscriber connect: %s", c ? c->errstr : "out of memory");
-        if (c) redisFree(c);
+    redisContext *c;
+    ttb_tls_tunnel_t *tunnel;
+    char why[256];
+    if (store_open(store, store->connect_timeout_ms, &c, &tunnel, why, sizeof(why))) {
+        snprintf(errstr, errstr_size, "subscriber: %s", why);
         return NULL;
     }
-    redisSetTimeout(c, ms_to_tv(store->command_timeout_ms));
-    redisEnableKeepAlive(c);
-    if (store->password) {
-        const char *argv[3] = {"AUTH", store->username ? store->username : store->password,
-                               store->password};
-        redisAppendCommandArgv(c, store->username ? 3 : 2, argv, NULL);
-    }
+    const char *argv[3];
+    int argc = auth_argv(store, argv);
+    if (argc) redisAppendCommandArgv(c, argc, argv, NULL);
     for (size_t i = 0; i < n; i++) redisAppendCommand(c, "PSUBSCRIBE %s", patterns[i]);
-    size_t expect = n + (store->password ? 1 : 0);
+    size_t expect = n + (argc ? 1 : 0);
     for (size_t i = 0; i < expect; i++) {
         void *reply = NULL;
         if (redisGetReply(c, &reply) != REDIS_OK || !reply) {
-            snprintf(errstr, errstr_size, "subscriber: %s", c->err ? c->errstr : "no reply");
+            const char *what = c->err ? c->errstr : "no reply";
+            if (tunnel && ttb_tls_tunnel_error(tunnel, why, sizeof(why))) what = why;
+            snprintf(errstr, errstr_size, "subscriber: %s", what);
             redisFree(c);
+            ttb_tls_tunnel_release(tunnel);
             return NULL;
         }
         redisReply *r = reply;
         bool ok = r->type != REDIS_REPLY_ERROR;
         /* Never echo a command here: the first may hold the password. */
-        if (!ok) snprintf(errstr, errstr_size, "subscriber refused: %.200s", r->str);
+        if (!ok)
+            snprintf(errstr, errstr_size, "subscriber: %s",
+                     ttb_reply_explain_denied(r, i == 0 && argc ? "AUTH" : "PSUBSCRIBE", why,
+                                              sizeof(why)));
         freeReplyObject(r);
         if (!ok) {
             redisFree(c);
+            ttb_tls_tunnel_release(tunnel);
             return NULL;
         }
     }
+    /* From here the pump alone holds the tunnel; redisFree() ends it. */
+    ttb_tls_tunnel_release(tunnel);
     return c;
 }
 
@@ -438,6 +628,77 @@ bool ttb_reply_is_transient(const redisReply *reply) {
             return true;
     }
     return false;
+}
+
+/* The rights the bridge needs, for messages; README "Security" explains it.
+ * Kept equal to the README's line by the security tests, which run with it. */
+const char ttb_store_acl_rules[] =
+    "resetkeys ~tt:* ~ttb:* resetchannels &__keyspace@<db>__:tt:<town>:agent:* (one per town) "
+    "-@all +auth +select +echo "
+    "+script|load +eval +evalsha +scan +hscan +get +set +exists +del +type +ttl +expire +pexpire "
+    "+hget +hmget +hgetall +hset +hsetnx +hdel +llen +lpush +ltrim +zadd +zrem +zrangebyscore "
+    "+xadd +xrange +xread +xtrim +xinfo|stream +psubscribe +config|get";
+
+bool ttb_reply_is_denied(const redisReply *reply) {
+    static const char *const codes[] = {"NOPERM", "NOAUTH", "WRONGPASS"};
+    if (!reply || reply->type != REDIS_REPLY_ERROR || !reply->str) return false;
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strncmp(reply->str, codes[i], strlen(codes[i])) == 0) return true;
+    /* A script stops on the first refused call, in Redis 7.0's words. */
+    return strstr(reply->str, "NOPERM") != NULL ||
+           strstr(reply->str, "The user executing the script can't") != NULL;
+}
+
+/* "<what> refused: <msg>" and, for a missing right, the rights to grant. */
+static void explain(char *buf, size_t size, const char *what, const char *msg, bool acl) {
+    if (acl)
+        snprintf(buf, size,
+                 "%s refused: %.200s (the Redis user lacks a right the bridge needs; grant it "
+                 "the ACL of README \"Security\": ACL SETUSER <user> %s)",
+                 what, msg, ttb_store_acl_rules);
+    else snprintf(buf, size, "%s refused: %.200s", what, msg);
+}
+
+char *ttb_reply_explain_denied(const redisReply *reply, const char *what, char *buf, size_t size) {
+    const char *msg = reply && reply->type == REDIS_REPLY_ERROR && reply->str ? reply->str
+                                                                               : "unexpected reply";
+    explain(buf, size, what, msg,
+            ttb_reply_is_denied(reply) && strncmp(msg, "WRONGPASS", 9) != 0 &&
+                strncmp(msg, "NOAUTH", 6) != 0);
+    return buf;
+}
+
+int ttb_store_check_rights(ttb_store_t *store, const char *const *towns, size_t ntowns) {
+    const char **argv = malloc(sizeof(*argv) * (ntowns + 3));
+    size_t *lens = malloc(sizeof(*lens) * (ntowns + 3));
+    int rc = argv && lens ? 0 : TTB_ERR_NOMEM;
+    if (!rc) {
+        argv[0] = "EVAL";
+        lens[0] = 4;
+        argv[1] = ttb_lua_rights;
+        lens[1] = ttb_lua_rights_len;
+        argv[2] = "0";
+        lens[2] = 1;
+        for (size_t i = 0; i < ntowns; i++) {
+            argv[i + 3] = towns[i];
+            lens[i + 3] = strlen(towns[i]);
+        }
+        rc = ttb_store_append(store, (int)ntowns + 3, argv, lens);
+    }
+    free(argv);
+    free(lens);
+    redisReply *r;
+    if (rc || (rc = ttb_store_reply(store, &r))) return rc; /* a NOPERM on EVAL: refused */
+    /* Anything but a name (an error of an older Redis) says nothing: go on. */
+    if (r->type == REDIS_REPLY_STRING && r->len > 0) {
+        char what[160];
+        snprintf(what, sizeof(what), "%.*s (checked at connect)", (int)r->len, r->str);
+        explain(store->errstr, sizeof(store->errstr), what, "the ACL does not allow it", true);
+        store->refused = true;
+        rc = TTB_ERR_DENIED;
+    }
+    freeReplyObject(r);
+    return rc;
 }
 
 bool ttb_reply_is_noscript(const redisReply *reply) {

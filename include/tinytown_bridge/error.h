@@ -21,7 +21,10 @@ enum {
     TTB_ERR_IO = -2,      /**< Redis unreachable or connection lost: transient, retry */
     TTB_ERR_PROTO = -3,   /**< Redis answered something we did not expect */
     TTB_ERR_INVALID = -4, /**< bad argument or input; not retried */
-    TTB_ERR_NOTFOUND = -5 /**< the thing asked for does not exist */
+    TTB_ERR_NOTFOUND = -5, /**< the thing asked for does not exist */
+    TTB_ERR_DENIED = -6    /**< Redis or its TLS refused who we are or what we may do (a
+                              certificate, a password, an ACL): retrying does not help until a
+                              setting changes */
 };
 
 /** The protocol's error codes, as published in `error.code` of a result. */

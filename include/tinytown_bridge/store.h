@@ -29,6 +29,13 @@ typedef struct ttb_redis_opts {
     int db;                   /**< SELECT index, default 0 */
     int connect_timeout_ms;   /**< default 2000 */
     int command_timeout_ms;   /**< default 5000 */
+    bool tls;                 /**< rediss://: every connection over TLS (tls.h) */
+    const char *tls_ca_file;  /**< trusted CAs (PEM), or NULL */
+    const char *tls_ca_dir;   /**< hashed CA directory, or NULL; neither: the system's CAs */
+    const char *tls_cert_file; /**< client certificate, or NULL */
+    const char *tls_key_file; /**< its private key, or NULL */
+    const char *tls_server_name; /**< name the certificate must carry; NULL: host */
+    bool tls_insecure;        /**< do not check the server's certificate (only encrypt) */
 } ttb_redis_opts_t;
 
 /** The embedded Lua scripts. */
@@ -49,12 +56,22 @@ void ttb_store_free(ttb_store_t *store);
 
 /**
  * Connects (closing any previous connection), authenticates, selects the db
- * and loads the scripts. @returns 0, TTB_ERR_IO (message in @p errstr), or
- * TTB_ERR_PROTO when the server refuses (e.g. wrong password, old Redis).
+ * and loads the scripts. @returns 0, TTB_ERR_IO (message in @p errstr),
+ * TTB_ERR_DENIED when the server refuses who we are or what we may do (TLS
+ * verification either way, a wrong password, NOAUTH, NOPERM), TTB_ERR_INVALID
+ * when the TLS files cannot be used, or TTB_ERR_PROTO for other refusals
+ * (e.g. an old Redis).
  */
 int ttb_store_connect(ttb_store_t *store, char *errstr, size_t errstr_size);
 /** @returns true while the last operation found the connection usable. */
 bool ttb_store_connected(const ttb_store_t *store);
+/**
+ * @returns true when the last failure was a refusal that retrying does not
+ * cure until a setting changes: TLS refusing either side, a wrong password,
+ * or a NOPERM (which ttb_store_reply() turns into an outage, like a
+ * transient refusal, with the explanation in the errstr).
+ */
+bool ttb_store_refused(const ttb_store_t *store);
 /** Drops the connection (e.g. after a protocol desync). */
 void ttb_store_disconnect(ttb_store_t *store);
 /** @returns the last connection error message ("" if none). */
@@ -96,6 +113,14 @@ uint64_t ttb_store_reconnects(const ttb_store_t *store);
 int ttb_store_load_scripts(ttb_store_t *store);
 
 /**
+ * Loads one more embedded script (the relay's, capture's) and writes its
+ * sha (40 hex digits and a NUL) into @p sha. The store remembers @p src
+ * (static storage) to name the command in a NOPERM from inside it.
+ * @returns 0, TTB_ERR_IO, TTB_ERR_DENIED or TTB_ERR_PROTO (reason in the errstr).
+ */
+int ttb_store_load_script(ttb_store_t *store, const char *src, size_t len, char sha[41]);
+
+/**
  * Makes sure Redis publishes keyspace notifications with at least @p flags
  * (e.g. "Kgh"), adding what is missing to what is configured; *@p added
  * (when not NULL) says whether anything was missing.
@@ -135,6 +160,33 @@ int ttb_reply_scan_page(const redisReply *reply, char cursor[TTB_CURSOR_BUFSZ],
  * as an outage (TTB_ERR_IO, connection dropped, reason in the errstr).
  */
 bool ttb_reply_is_transient(const redisReply *reply);
+
+/**
+ * @returns true when @p reply is an error by which Redis refuses the
+ * connection's user: NOPERM (an ACL lacks a command, key or channel), NOAUTH,
+ * WRONGPASS.
+ */
+bool ttb_reply_is_denied(const redisReply *reply);
+
+/**
+ * Writes one line explaining a NOPERM (or other denied) @p reply to @p what
+ * (e.g. "SCRIPT LOAD"): Redis's words and where the ACL the bridge needs is
+ * documented. @returns @p buf.
+ */
+char *ttb_reply_explain_denied(const redisReply *reply, const char *what, char *buf, size_t size);
+
+/**
+ * Asks Redis (ACL rules, redis.acl_check_cmd, nothing written) whether the
+ * user may make every call the scripts make, on keys of each of @p towns.
+ * Redis does not roll back a script a refused call stops half-way, so this
+ * runs before any command does. @returns 0 (also when Redis cannot tell,
+ * before 7.0), TTB_ERR_DENIED naming the missing right in the errstr,
+ * TTB_ERR_IO (with ttb_store_refused() when EVAL itself was refused).
+ */
+int ttb_store_check_rights(ttb_store_t *store, const char *const *towns, size_t ntowns);
+
+/** The ACL rule set the bridge needs (README, Security), for messages. */
+extern const char ttb_store_acl_rules[];
 
 /** @returns true when @p reply is a NOSCRIPT error. */
 bool ttb_reply_is_noscript(const redisReply *reply);

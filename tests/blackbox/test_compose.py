@@ -149,19 +149,10 @@ def test_bridge_variables_are_known():
         for name in env_of(service):
             if name.startswith("TT_BRIDGE_RDKAFKA_"):
                 continue  # librdkafka pass-through, any property name
-            if name.startswith("TT_BRIDGE_REDIS_TLS_") and redis_tls_pending():
-                continue
             if name.startswith("TT_BRIDGE_"):
                 assert name in known, "%s sets %s, which the bridge does not know; known: %s" % (
                     service, name, ", ".join(sorted(known)))
     assert "TT_BRIDGE_HTTP_LISTEN" in env_of("bridge")
-
-
-def redis_tls_pending():
-    """True while the binary has no Redis TLS settings yet: they come with
-    the Redis half of issue 11, on another branch; once merged this is False
-    and the secure profile's Redis variables are checked like all others."""
-    return "TT_BRIDGE_REDIS_TLS_CA_FILE" not in known_env_names()
 
 
 def test_bridge_accepts_the_stack_environment():
@@ -293,10 +284,6 @@ def test_secure_secrets_script_makes_what_the_profile_mounts():
         for name, value in env_of("bridge-secure").items():
             if value.startswith(SECRET_DIR):
                 value = os.path.join(out, files[value[len(SECRET_DIR):]])
-            if redis_tls_pending() and name.startswith("TT_BRIDGE_REDIS_TLS_"):
-                continue
-            if redis_tls_pending() and name == "TT_BRIDGE_REDIS_URL":
-                value = value.replace("rediss://", "redis://", 1)
             env[name] = value
         conf = os.path.join(SOURCE_DIR, "conf", "tinytown-bridge.conf")
         r = subprocess.run([bridge_binary(), "--config", conf, "--check-config"], env=env,

@@ -136,9 +136,9 @@ class Stack:
     """redis-server + a Kafka broker (+ bridges). Use as a context manager.
     kafka: "mock" or "apache" (default: kafka_kind())."""
 
-    def __init__(self, partitions=4, redis_args=None, kafka=None, brokers=1):
+    def __init__(self, partitions=4, redis_args=None, kafka=None, brokers=1, redis_tls=None):
         self.kind = kafka or kafka_kind()
-        self.redis = RedisServer(extra_args=redis_args)
+        self.redis = RedisServer(extra_args=redis_args, tls=redis_tls)  # tls: see RedisServer
         if self.kind == "apache":
             import apache_kafka  # needs python3-confluent-kafka and a JVM: only here
             prefix = "s%d-%s." % (next(_stack_numbers), uuid.uuid4().hex[:6])

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -62,11 +63,21 @@ def _redis_server_path():
     return shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-def _ping(port):
+def _tls_context(tls):
+    """An ssl context trusting tls["ca_file"], with the client certificate of
+    tls["client_cert"]/["client_key"] when given."""
+    ctx = ssl.create_default_context(cafile=tls["ca_file"])
+    if tls.get("client_cert"):
+        ctx.load_cert_chain(tls["client_cert"], tls.get("client_key"))
+    return ctx
+
+
+def _ping(port, tls=None):
     """True when the server answers +PONG, or -NOAUTH when it requires a
-    password (-LOADING means not ready yet)."""
+    password (-LOADING means not ready yet). tls: see RedisServer."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as raw:
+            s = _tls_context(tls).wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
             s.sendall(b"PING\r\n")
             buf = b""
             while b"\r\n" not in buf and len(buf) < 64:
@@ -99,10 +110,16 @@ class RedisServer:
     extra_args: additional redis-server arguments, e.g.
     ["--appendonly", "yes"]. die_with_parent=False is for tools that start a
     server and exit (tests/lib/start-redis). The parent-death signal follows
-    the starting thread, so start servers from the main thread."""
+    the starting thread, so start servers from the main thread.
 
-    def __init__(self, extra_args=None, die_with_parent=True, start=True):
+    tls: a TLS-only server (plain port 0; `port` is the TLS port, `url` says
+    rediss://) when a dict with cert_file, key_file, ca_file (the server's),
+    auth_clients ("no", "optional" or "yes", default "no") and, for the
+    harness's own clients (ping, client()), client_cert and client_key."""
+
+    def __init__(self, extra_args=None, die_with_parent=True, start=True, tls=None):
         self.extra_args = list(extra_args or [])
+        self.tls = tls
         self.die_with_parent = die_with_parent
         self.port = None
         self.dir = None
@@ -116,7 +133,7 @@ class RedisServer:
 
     @property
     def url(self):
-        return "redis://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("rediss" if self.tls else "redis", self.port)
 
     @property
     def log_path(self):
@@ -146,11 +163,18 @@ class RedisServer:
 
     def _argv(self):
         # Persistence off by default; extra args come last so they win.
+        if self.tls:
+            port = ["--port", "0", "--tls-port", str(self.port),
+                    "--tls-cert-file", self.tls["cert_file"],
+                    "--tls-key-file", self.tls["key_file"],
+                    "--tls-ca-cert-file", self.tls["ca_file"],
+                    "--tls-auth-clients", self.tls.get("auth_clients", "no")]
+        else:
+            port = ["--port", str(self.port)]
         return [_redis_server_path(),
                 "--save", "", "--appendonly", "no", "--dir", self.dir,
                 "--daemonize", "no", "--protected-mode", "yes",
-                "--bind", "127.0.0.1", "--port", str(self.port),
-                "--logfile", self.log_path] + self.extra_args
+                "--bind", "127.0.0.1"] + port + ["--logfile", self.log_path] + self.extra_args
 
     def _log_tail(self, offset=0, limit=2048):
         try:
@@ -181,7 +205,7 @@ class RedisServer:
                     return False
                 raise RuntimeError("harness: redis-server on port %d exited during startup "
                                    "(status %s); log tail:\n%s" % (self.port, code, tail))
-            if _ping(self.port):
+            if _ping(self.port, self.tls):
                 return True
             if time.monotonic() >= deadline:
                 self.proc.kill()
@@ -234,6 +258,11 @@ class RedisServer:
     def client(self, **kwargs):
         import redis  # python3-redis; imported lazily so start-redis needs no module
         kwargs.setdefault("decode_responses", False)
+        if self.tls:
+            kwargs.setdefault("ssl", True)
+            kwargs.setdefault("ssl_ca_certs", self.tls["ca_file"])
+            kwargs.setdefault("ssl_certfile", self.tls.get("client_cert"))
+            kwargs.setdefault("ssl_keyfile", self.tls.get("client_key"))
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
 

@@ -586,8 +586,7 @@ static void test_redis_url_errors(void **state) {
     static const struct {
         const char *url, *msg;
     } bad[] = {
-        {"rediss://:pw@h:6379", "TLS is not supported (rediss://); use redis://"},
-        {"unix:///run/redis.sock", "unsupported scheme \"unix\" (expected redis://)"},
+        {"unix:///run/redis.sock", "unsupported scheme \"unix\" (expected redis:// or rediss://)"},
         {"127.0.0.1:6379", "expected redis://[user[:password]@]host[:port][/db]"},
         {"redis://:pw@h:0", "bad port (expected 1..65535)"},
         {"redis://:pw@h:65536", "bad port (expected 1..65535)"},
@@ -614,9 +613,50 @@ static void test_redis_url_errors(void **state) {
         /* The password is never echoed. */
         assert_null(strstr(err, "pw"));
     }
-    const char *p = conf("redis = {\n\n  url = \"rediss://h\";\n};\n");
+    const char *p = conf("redis = {\n\n  url = \"redis://h\";\n  tls_ca_file = \"/ca.pem\";\n};\n");
     expect_error(load(p, NONE, NONE, NONE),
-                 "%s:3: redis.url: TLS is not supported (rediss://); use redis://", p);
+                 "%s:4: redis.tls_ca_file: a TLS setting needs a rediss:// redis.url (it is "
+                 "redis://)", p);
+}
+
+/* rediss:// and the tls_* settings reach the store's options; the URL's user
+ * gives way to redis.username. */
+static void test_redis_tls(void **state) {
+    (void)state;
+    load_ok(NULL, LIST("TT_BRIDGE_REDIS_URL=rediss://app:pw@cache.example:6380/2"), NONE, NONE);
+    assert_true(cfg->redis.tls);
+    assert_false(cfg->redis.tls_insecure);
+    assert_string_equal(cfg->redis.host, "cache.example");
+    assert_int_equal(cfg->redis.port, 6380);
+    assert_int_equal(cfg->redis.db, 2);
+    assert_string_equal(cfg->redis.username, "app");
+    assert_string_equal(cfg->redis_url_redacted, "rediss://app:****@cache.example:6380/2");
+    assert_null(cfg->redis.tls_ca_file);
+    assert_null(cfg->redis.tls_server_name);
+
+    load_ok(NULL,
+            LIST("TT_BRIDGE_REDIS_URL=rediss://app:pw@10.0.0.5",
+                 "TT_BRIDGE_REDIS_TLS_CA_FILE=/etc/ca.pem", "TT_BRIDGE_REDIS_USERNAME=bridge"),
+            LIST("redis.tls_ca_dir=/etc/cas", "redis.tls_cert_file=/c.pem",
+                 "redis.tls_key_file=/k.pem", "redis.tls_server_name=redis.internal",
+                 "redis.tls_verify=false"),
+            NONE);
+    assert_string_equal(cfg->redis.tls_ca_file, "/etc/ca.pem");
+    assert_string_equal(cfg->redis.tls_ca_dir, "/etc/cas");
+    assert_string_equal(cfg->redis.tls_cert_file, "/c.pem");
+    assert_string_equal(cfg->redis.tls_key_file, "/k.pem");
+    assert_string_equal(cfg->redis.tls_server_name, "redis.internal");
+    assert_true(cfg->redis.tls_insecure);
+    assert_string_equal(cfg->redis.username, "bridge");
+
+    load_ok(NULL, LIST("TT_BRIDGE_REDIS_URL=redis://h"), NONE, NONE);
+    assert_false(cfg->redis.tls);
+    expect_error(load(NULL, NONE, LIST("redis.tls_verify=false"), NONE),
+                 "--set redis.tls_verify: a TLS setting needs a rediss:// redis.url (it is "
+                 "redis://)");
+    expect_error(load(NULL, NONE, LIST("redis.url=rediss://h", "redis.tls_key_file=/k.pem"),
+                      NONE),
+                 "--set redis.tls_key_file: needs redis.tls_cert_file");
 }
 
 static void test_redact(void **state) {
@@ -948,6 +988,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_redis_url_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_password_sources, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_tls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kafka_properties, setup, teardown),
         cmocka_unit_test_setup_teardown(test_denied_ops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy, setup, teardown),

@@ -92,6 +92,8 @@ static void test_err_str(void **state) {
     assert_string_equal(ttb_err_str(TTB_ERR_PROTO), "unexpected reply from Redis");
     assert_string_equal(ttb_err_str(TTB_ERR_INVALID), "invalid argument or input");
     assert_string_equal(ttb_err_str(TTB_ERR_NOTFOUND), "not found");
+    assert_string_equal(ttb_err_str(TTB_ERR_DENIED),
+                        "refused by Redis (credentials, certificate or ACL)");
     assert_string_equal(ttb_err_str(-99), "unknown error");
     assert_string_equal(ttb_err_str(1), "unknown error");
 }
