@@ -787,7 +787,7 @@ static int64_t eos_offset(const partition_t *pt, char *md, size_t md_size) {
         last = r->offset;
     }
     int64_t commit = last + 1 > pt->committed ? last + 1 : pt->committed;
-    if (commit <= 0 && !pt->head) return -1;
+    if (commit <= 0) return -1; /* nothing answered, nothing listed */
     size_t used = (size_t)snprintf(md, md_size, "ttb1");
     for (size_t i = 0; i < pt->nunseen && used < md_size; i++)
         used += (size_t)snprintf(md + used, md_size - used, " %" PRId64, commit - pt->unseen[i]);

@@ -215,12 +215,12 @@ int ttb_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, size_t n,
     return rc;
 }
 
-rd_kafka_t *ttb_kafka_producer_new(const ttb_config_t *config, const char *what,
-                                   void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *),
-                                   void (*error_cb)(rd_kafka_t *, int, const char *, void *),
-                                   void *opaque, char *errstr, size_t errstr_size) {
-    rd_kafka_conf_t *conf = ttb_kafka_conf(config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
-    if (!conf) return NULL;
+/* Creates a producer from @p conf (taken, also on failure) with its callbacks. */
+static rd_kafka_t *producer_from_conf(rd_kafka_conf_t *conf, const char *what,
+                                      void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *,
+                                                    void *),
+                                      void (*error_cb)(rd_kafka_t *, int, const char *, void *),
+                                      void *opaque, char *errstr, size_t errstr_size) {
     rd_kafka_conf_set_opaque(conf, opaque);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     if (error_cb) rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -231,6 +231,15 @@ rd_kafka_t *ttb_kafka_producer_new(const ttb_config_t *config, const char *what,
         snprintf(errstr, errstr_size, "%s: %s", what, why);
     }
     return rk; /* conf now owned by rk */
+}
+
+rd_kafka_t *ttb_kafka_producer_new(const ttb_config_t *config, const char *what,
+                                   void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *),
+                                   void (*error_cb)(rd_kafka_t *, int, const char *, void *),
+                                   void *opaque, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = ttb_kafka_conf(config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
+    if (!conf) return NULL;
+    return producer_from_conf(conf, what, dr_cb, error_cb, opaque, errstr, errstr_size);
 }
 
 int ttb_kafka_header(rd_kafka_headers_t *hdrs, const char *name, const char *value) {
@@ -304,16 +313,9 @@ rd_kafka_t *ttb_kafka_txn_producer_new(const ttb_config_t *config, const char *w
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    rd_kafka_conf_set_opaque(conf, opaque);
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    if (error_cb) rd_kafka_conf_set_error_cb(conf, error_cb);
-    char why[256];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(errstr, errstr_size, "%s: %s", what, why);
-        return NULL;
-    }
+    rd_kafka_t *rk =
+        producer_from_conf(conf, what, dr_cb, error_cb, opaque, errstr, errstr_size);
+    if (!rk) return NULL;
     /* Fences every earlier producer with this transactional.id and aborts
      * what it left open. */
     rd_kafka_error_t *error = rd_kafka_init_transactions(rk, timeout_ms);
