@@ -47,11 +47,19 @@ class Committed:
         self.c.close()
 
 
-def by_header(records, name):
+def by_header(records, *names):
+    """How often each value (a tuple of values with several names) occurs."""
     counts = {}
     for r in records:
-        counts[r["headers"].get(name)] = counts.get(r["headers"].get(name), 0) + 1
+        v = tuple(r["headers"].get(n) for n in names)
+        v = v[0] if len(v) == 1 else v
+        counts[v] = counts.get(v, 0) + 1
     return counts
+
+
+def demo_events(events):
+    return by_header([r for r in events.poll() if r["headers"].get("tt-town") == "demo"],
+                     "tt-event-id")
 
 
 def result_counts(results):
@@ -72,24 +80,6 @@ def wait_results(results, ids, timeout, bridges=()):
                what=lambda: "results for %d ids; bridge log:\n%s" % (
                    len(want - set(result_counts(results))),
                    "\n".join(b.tail(15) for b in bridges)))
-
-
-def test_a_round_trip_commits_once():
-    with Stack() as s:
-        b = s.bridge(EOS + ["--set", "kafka.transactional_id=eos-rt-" + s.group_id])
-        results, dlq = Committed(s, s.results), Committed(s, s.dlq)
-        ids = [s.send("list") for _ in range(20)]
-        for i in range(3):
-            s.producer.send(s.commands, value=b"not json %d" % i)
-        s.producer.flush()
-        wait_results(results, ids, 60, [b])
-        wait_until(lambda: len(dlq.poll()) >= 3, 30, what="three dead letters")
-        assert b.stop() == 0
-        results.poll()
-        counts = result_counts(results)
-        assert all(counts[i] == 1 for i in ids), counts
-        assert len(dlq.poll()) == 3
-        assert "transactions" in b.log_text()
 
 
 AGENTS = 8
@@ -144,16 +134,12 @@ def check_exactly_once(s, results, dlq, events, ids, bad, bridges, timeout=120):
     wait_results(results, ids, timeout, bridges)
     wait_until(lambda: len(dlq.poll()) >= bad, 60, what="%d dead letters" % bad)
 
-    def all_events():
-        return len(by_header(events.poll(), "tt-event-id")) >= entries_added(s)
-    wait_until(all_events, 60, interval=0.2,
-               what=lambda: "events: %d of %d" % (len(by_header(events.records, "tt-event-id")),
-                                                 entries_added(s)))
+    wait_until(lambda: len(demo_events(events)) >= entries_added(s), 60, interval=0.2,
+               what=lambda: "events: %d of %d" % (len(demo_events(events)), entries_added(s)))
     for b in bridges:
-        b.stop()
+        assert b.stop() == 0, b.tail()
     results.poll()
     dlq.poll()
-    events.poll()
     counts = result_counts(results)
     # A record that is not JSON has a result with a null id: one per record.
     null_ids = counts.pop(None, 0)
@@ -161,12 +147,30 @@ def check_exactly_once(s, results, dlq, events, ids, bad, bridges, timeout=120):
     twice = {cid: n for cid, n in counts.items() if n != 1}
     assert not twice, "results seen more than once: %s" % sorted(twice.items())[:10]
     assert set(ids) <= set(counts)
-    offsets = by_header(dlq.records, "tt-source-offset")
-    assert len(dlq.records) == bad, (len(dlq.records), bad)
-    ev = by_header(events.records, "tt-event-id")
+    letters = by_header(dlq.records, "tt-source-partition", "tt-source-offset")
+    assert len(letters) == bad and all(n == 1 for n in letters.values()), (letters, bad)
+    ev = demo_events(events)
     assert all(n == 1 for n in ev.values()), sorted(i for i, n in ev.items() if n > 1)[:10]
+    # One per stream entry: the stream has counted every entry ever added.
     assert len(ev) == entries_added(s), (len(ev), entries_added(s))
-    return offsets
+
+
+def test_a_round_trip_commits_once():
+    with Stack() as s:
+        b = eos_bridge(s, "rt")
+        results, dlq = Committed(s, s.results), Committed(s, s.dlq)
+        ids = [s.send("list") for _ in range(20)]
+        for i in range(3):
+            s.producer.send(s.commands, value=b"not json %d" % i)
+        s.producer.flush()
+        wait_results(results, ids, 60, [b])
+        wait_until(lambda: len(dlq.poll()) >= 3, 30, what="three dead letters")
+        assert b.stop() == 0
+        results.poll()
+        counts = result_counts(results)
+        assert all(counts[i] == 1 for i in ids), counts
+        assert len(dlq.poll()) == 3
+        assert re.search(r"msg=transactions committed=[1-9]", b.log_text()), b.tail()
 
 
 def test_sigkill_repeatedly_loses_and_repeats_nothing():
