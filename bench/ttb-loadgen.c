@@ -885,6 +885,18 @@ static int32_t lg_pct(const int32_t *v, size_t n, double p) {
     return v[rank - 1];
 }
 
+/* Prints the percentiles of @p values over the answered commands, sorting
+ * them in @p scratch (room for every command). */
+static void lg_print_pcts(const lg_t *lg, const int32_t *values, int32_t *scratch,
+                          const char *label, const char *what) {
+    size_t k = 0;
+    for (long i = 0; i < lg->produced; i++)
+        if (lg->latency_ms[i] >= 0) scratch[k++] = values[i];
+    qsort(scratch, k, sizeof(*scratch), lg_cmp_i32);
+    printf("%s   p50 %d  p90 %d  p99 %d  max %d   (%s)\n", label, lg_pct(scratch, k, 50),
+           lg_pct(scratch, k, 90), lg_pct(scratch, k, 99), k ? scratch[k - 1] : -1, what);
+}
+
 static void lg_report(lg_t *lg) {
     long n = lg->o.commands;
     double wall_s = lg->last_result_us > lg->first_send_us
@@ -904,20 +916,8 @@ static void lg_report(lg_t *lg) {
         printf("latency       (out of memory)\n");
         return;
     }
-    size_t k = 0;
-    for (long i = 0; i < lg->produced; i++)
-        if (lg->latency_ms[i] >= 0) all[k++] = lg->latency_ms[i];
-    qsort(all, k, sizeof(*all), lg_cmp_i32);
-    printf("latency ms    p50 %d  p90 %d  p99 %d  max %d   (result CreateTime - command "
-           "CreateTime)\n",
-           lg_pct(all, k, 50), lg_pct(all, k, 90), lg_pct(all, k, 99), k ? all[k - 1] : -1);
-    k = 0;
-    for (long i = 0; i < lg->produced; i++)
-        if (lg->latency_ms[i] >= 0) all[k++] = lg->visible_ms[i];
-    qsort(all, k, sizeof(*all), lg_cmp_i32);
-    printf("visible ms    p50 %d  p90 %d  p99 %d  max %d   (result read here - command "
-           "CreateTime)\n",
-           lg_pct(all, k, 50), lg_pct(all, k, 90), lg_pct(all, k, 99), k ? all[k - 1] : -1);
+    lg_print_pcts(lg, lg->latency_ms, all, "latency ms ", "result CreateTime - command CreateTime");
+    lg_print_pcts(lg, lg->visible_ms, all, "visible ms ", "result read here - command CreateTime");
 
     printf("results      ");
     for (size_t i = 0; i < lg->ncodes; i++)
@@ -929,7 +929,7 @@ static void lg_report(lg_t *lg) {
 
     printf("by op         %-10s %7s %6s %6s %6s\n", "op", "count", "p50", "p99", "max");
     for (int op = 0; op < LG_OP__COUNT; op++) {
-        k = 0;
+        size_t k = 0;
         long sent = 0;
         for (long i = 0; i < lg->produced; i++) {
             if (lg->ops[i] != op) continue;
