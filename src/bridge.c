@@ -132,6 +132,8 @@ struct ttb_bridge {
     bool txn_open;
     bool txn_failed;      /* a record of the open transaction was refused */
     bool rewind_pending;  /* positions must be read from Kafka again */
+    bool txn_ready;       /* the producer's init_transactions is done */
+    int txn_timeout_ms;   /* bound of one commit (or init) */
     bool leaving;         /* partitions are going: a failure needs no rewind */
     uint64_t txn_started_us;
     refused_t *refused;
@@ -360,8 +362,8 @@ static int produce_dead_letter(ttb_bridge_t *b, record_t *r) {
 
 static rd_kafka_t *producer_new(ttb_bridge_t *b, char *errstr, size_t errstr_size) {
     if (b->eos)
-        return ttb_kafka_txn_producer_new(b->config, "kafka producer", b->txn_id, 30000,
-                                          dr_msg_cb, NULL, b, errstr, errstr_size);
+        return ttb_kafka_txn_producer_new(b->config, "kafka producer", b->txn_id, 0, dr_msg_cb,
+                                          NULL, b, errstr, errstr_size); /* eos_init() */
     return ttb_kafka_producer_new(b->config, "kafka producer", dr_msg_cb, NULL, b, errstr,
                                   errstr_size);
 }
@@ -381,18 +383,16 @@ static void producer_restart(ttb_bridge_t *b) {
     rd_kafka_destroy(old);
     b->restarting_producer = false;
     b->txn_open = false;
+    b->txn_ready = false;
     char err[512];
-    /* A transactional one must reach its coordinator first: a broker that is
-     * restarting gets a few tries. */
-    for (int attempt = 0; !(b->producer = producer_new(b, err, sizeof(err))); attempt++) {
-        if (!b->eos || attempt >= 3) {
-            fail_fatal(b, "cannot create a new kafka producer", err);
-            return;
-        }
-        ttb_log_warn("cannot create a new kafka producer yet; retrying", "error", err);
+    if (!(b->producer = producer_new(b, err, sizeof(err)))) {
+        fail_fatal(b, "cannot create a new kafka producer", err);
+        return;
     }
     if (b->eos) {
-        eos_rewind(b); /* what it held is taken again from Kafka */
+        /* What it held is taken again from Kafka, once the new producer's
+         * init_transactions has settled the old one's transaction. */
+        eos_rewind(b);
         return;
     }
     for (size_t p = 0; p < b->nparts; p++)
@@ -665,13 +665,13 @@ static int64_t eos_start(const partition_t *pt) {
 
 /* Reads the committed offsets (and pending waits) of @p list from the group,
  * read_committed (so a transaction still open on them is waited for), and
- * sets each element's offset to where it starts. Retried for up to a
- * minute: a crashed owner's open transaction lasts transaction.timeout.ms. */
-static int eos_positions(ttb_bridge_t *b, rd_kafka_topic_partition_list_t *list) {
+ * sets each element's offset to where it starts; @p attempts tries (a
+ * crashed owner's open transaction lasts transaction.timeout.ms). */
+static int eos_positions(ttb_bridge_t *b, rd_kafka_topic_partition_list_t *list, int attempts) {
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
-    for (int attempt = 0; attempt < 6; attempt++) {
+    for (int attempt = 0; attempt < attempts; attempt++) {
         for (int i = 0; i < list->cnt; i++) list->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
-        err = rd_kafka_committed(b->consumer, list, EOS_TIMEOUT_MS);
+        err = rd_kafka_committed(b->consumer, list, b->txn_timeout_ms);
         for (int i = 0; i < list->cnt && !err; i++) err = list->elems[i].err;
         if (!err) break;
         ttb_log_warn("cannot read the committed offsets yet; retrying", "error",
@@ -697,8 +697,9 @@ static int eos_positions(ttb_bridge_t *b, rd_kafka_topic_partition_list_t *list)
 }
 
 /* Forgets everything not committed and takes every assigned partition
- * again from its committed position. Tried again each pass until Kafka
- * answers (consumption stays paused meanwhile). */
+ * again from its committed position, read once the producer is ready (its
+ * init_transactions settles whatever its predecessor left open). Tried
+ * again each pass until Kafka answers (consumption stays paused meanwhile). */
 static void eos_rewind(ttb_bridge_t *b) {
     if (b->leaving) return; /* they go anyway; their next owner starts from Kafka */
     b->rewind_pending = true;
@@ -706,10 +707,10 @@ static void eos_rewind(ttb_bridge_t *b) {
     for (size_t p = 0; p < b->nparts; p++)
         if (b->parts[p].active) partition_drop(b, &b->parts[p], (int32_t)p);
     rd_kafka_topic_partition_list_t *list = NULL;
-    if (rd_kafka_assignment(b->consumer, &list) || !list) return;
-    int rc = list->cnt ? eos_positions(b, list) : 0;
+    if (!b->txn_ready || rd_kafka_assignment(b->consumer, &list) || !list) return;
+    int rc = list->cnt ? eos_positions(b, list, 1) : 0;
     if (!rc && list->cnt) {
-        rd_kafka_error_t *error = rd_kafka_seek_partitions(b->consumer, list, EOS_TIMEOUT_MS);
+        rd_kafka_error_t *error = rd_kafka_seek_partitions(b->consumer, list, b->txn_timeout_ms);
         if (error) {
             ttb_log_warn("cannot go back to the committed offsets yet", "error",
                          rd_kafka_error_string(error));
@@ -721,6 +722,24 @@ static void eos_rewind(ttb_bridge_t *b) {
     }
     rd_kafka_topic_partition_list_destroy(list);
     if (!rc) b->rewind_pending = false;
+}
+
+/* Readies the producer for transactions (resumable: a call that timed out
+ * is simply made again on the next pass). @returns whether it is ready. */
+static bool eos_init(ttb_bridge_t *b, int timeout_ms) {
+    if (b->txn_ready) return true;
+    rd_kafka_error_t *error = rd_kafka_init_transactions(b->producer, timeout_ms);
+    if (!error) {
+        b->txn_ready = true;
+        return true;
+    }
+    bool fatal = rd_kafka_error_is_fatal(error);
+    ttb_log_warn("kafka producer not ready for transactions yet", "error",
+                 rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+    ttb_backoff_fail(&b->kafka_backoff);
+    if (fatal) producer_restart(b);
+    return false;
 }
 
 static bool eos_begin(ttb_bridge_t *b) {
@@ -761,7 +780,9 @@ static void eos_produce_record(ttb_bridge_t *b, record_t *r) {
 /* Produces the ready results of each partition in record order, up to the
  * first record still being applied (or past EOS_MAX_WAITS pending waits). */
 static void eos_advance(ttb_bridge_t *b) {
-    if (b->rewind_pending || b->txn_failed || !ttb_backoff_due(&b->kafka_backoff)) return;
+    if (!b->txn_ready || b->rewind_pending || b->txn_failed ||
+        !ttb_backoff_due(&b->kafka_backoff))
+        return;
     for (size_t p = 0; p < b->nparts && !b->txn_failed; p++) {
         size_t waits = b->parts[p].nunseen;
         for (record_t *r = b->parts[p].head; r && !b->txn_failed; r = r->next) {
@@ -801,19 +822,20 @@ static void eos_failed(ttb_bridge_t *b, const char *why, bool fatal) {
     b->txn_aborts++;
     ttb_log_warn("transaction aborted; taking the records again from kafka", "reason", why);
     ttb_backoff_fail(&b->kafka_backoff);
+    if (b->leaving) return; /* the partitions go: their next owner starts from Kafka */
     if (fatal) producer_restart(b); /* rewinds too */
     else eos_rewind(b);
 }
 
 /* Commits the open transaction with the offsets it covers (or aborts it
- * when a record of it was refused). */
-static void eos_commit(ttb_bridge_t *b) {
+ * when a record of it was refused), within about @p timeout_ms. */
+static void eos_commit(ttb_bridge_t *b, int timeout_ms) {
     if (!b->txn_open) return;
     b->txn_open = false;
     char why[512] = "";
     bool fatal = false;
     if (b->txn_failed) {
-        rd_kafka_error_t *error = rd_kafka_abort_transaction(b->producer, EOS_TIMEOUT_MS);
+        rd_kafka_error_t *error = rd_kafka_abort_transaction(b->producer, timeout_ms);
         fatal = error != NULL;
         if (error) rd_kafka_error_destroy(error);
         eos_failed(b, "kafka refused a record", fatal);
@@ -837,7 +859,7 @@ static void eos_commit(ttb_bridge_t *b) {
         tp->metadata_size = tp->metadata ? strlen(md) : 0;
     }
     rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(b->consumer);
-    int rc = ttb_kafka_txn_commit(b->producer, offsets, cgmd, EOS_TIMEOUT_MS, &fatal, why,
+    int rc = ttb_kafka_txn_commit(b->producer, offsets, cgmd, timeout_ms, &fatal, why,
                                   sizeof(why));
     rd_kafka_consumer_group_metadata_destroy(cgmd);
     rd_kafka_topic_partition_list_destroy(offsets);
@@ -862,11 +884,12 @@ static void eos_commit(ttb_bridge_t *b) {
 /* Each pass: a transaction open long enough (or one that failed) ends. */
 static void eos_tick(ttb_bridge_t *b) {
     if (b->txn_failed && !b->txn_open) eos_failed(b, "a transaction could not begin", true);
+    if (!b->txn_ready && (!ttb_backoff_due(&b->kafka_backoff) || !eos_init(b, 1000))) return;
     if (b->rewind_pending) eos_rewind(b);
     eos_advance(b);
     if (b->txn_open &&
         (b->txn_failed || now_us() - b->txn_started_us >= EOS_COMMIT_INTERVAL_MS * 1000u))
-        eos_commit(b);
+        eos_commit(b, b->txn_timeout_ms);
 }
 
 static void commit_sync(ttb_bridge_t *b) {
@@ -892,7 +915,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         /* Explicit start offsets: the committed ones, or the oldest pending
          * wait their metadata lists. */
-        if (b->eos && eos_positions(b, parts))
+        /* (Our producer first, so what a predecessor with our
+         * transactional.id left open is settled, not waited for.) */
+        if (b->eos && !b->txn_ready) eos_init(b, b->txn_timeout_ms);
+        if (b->eos && eos_positions(b, parts, 6))
             fail_fatal(b, "cannot read the committed offsets of the assigned partitions",
                        "kafka did not answer within a minute");
         if (cooperative) rd_kafka_incremental_assign(rk, parts);
@@ -909,7 +935,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (b->eos && rd_kafka_assignment_lost(rk)) {
             /* Another bridge owns them now: nothing of ours may commit. */
             if (b->txn_open) {
-                rd_kafka_error_t *error = rd_kafka_abort_transaction(b->producer, EOS_TIMEOUT_MS);
+                rd_kafka_error_t *error =
+                    rd_kafka_abort_transaction(b->producer, b->txn_timeout_ms);
                 if (error) rd_kafka_error_destroy(error);
                 b->txn_open = false;
                 b->txn_aborts++;
@@ -919,7 +946,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         } else if (b->eos) {
             b->leaving = true;
             eos_advance(b);
-            eos_commit(b);
+            eos_commit(b, b->stop_deadline_us ? ms_left(b->stop_deadline_us) : b->txn_timeout_ms);
             b->leaving = false;
         } else {
             rd_kafka_flush(b->producer, b->stop_deadline_us ? ms_left(b->stop_deadline_us)
@@ -1380,6 +1407,11 @@ ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t er
     }
 
     b->eos = config->exactly_once;
+    /* A commit in progress when SIGTERM comes delays the stop by at most
+     * half its bound. */
+    b->txn_timeout_ms = config->shutdown_timeout_ms / 2 < EOS_TIMEOUT_MS
+                            ? config->shutdown_timeout_ms / 2 : EOS_TIMEOUT_MS;
+    if (b->txn_timeout_ms < 1000) b->txn_timeout_ms = 1000;
     if (config->transactional_id)
         snprintf(b->txn_id, sizeof(b->txn_id), "%s", config->transactional_id);
     else
@@ -1528,7 +1560,7 @@ static void shutdown_gracefully(ttb_bridge_t *b) {
     if (b->eos) {
         b->leaving = true;
         eos_advance(b);
-        eos_commit(b);
+        eos_commit(b, ms_left(deadline - reserve / 2));
         char commits[24], aborts[24];
         snprintf(commits, sizeof(commits), "%" PRIu64, b->txn_commits);
         snprintf(aborts, sizeof(aborts), "%" PRIu64, b->txn_aborts);
@@ -1577,6 +1609,8 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
     ttb_log_info("largest result record", "bytes", limit, "topic", c->results_topic, "source",
                  from_topic ? "topic max.message.bytes" : "producer message.max.bytes");
 
+    if (b->eos) eos_init(b, b->txn_timeout_ms); /* else again on each pass */
+
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, c->commands_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t kerr = rd_kafka_subscribe(b->consumer, topics);
@@ -1598,7 +1632,8 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
          * the other commands'. */
         size_t nwaits = ttb_waits_count(b->waits);
         int64_t active = b->in_flight - (int64_t)nwaits;
-        bool hold = b->redis_down || b->nstalled > 0 || b->rewind_pending || active >= (int64_t)c->max_in_flight ||
+        bool hold = b->redis_down || b->nstalled > 0 || b->rewind_pending ||
+                    (b->eos && !b->txn_ready) || active >= (int64_t)c->max_in_flight ||
                     nwaits >= c->max_pending_waits;
         bool release = !b->redis_down && b->nstalled == 0 &&
                        active < (int64_t)(c->max_in_flight - c->max_in_flight / 10) &&

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tinytown_bridge/clock.h"
 #include "tinytown_bridge/error.h"
 
 int ttb_kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
@@ -315,7 +316,7 @@ rd_kafka_t *ttb_kafka_txn_producer_new(const ttb_config_t *config, const char *w
     }
     rd_kafka_t *rk =
         producer_from_conf(conf, what, dr_cb, error_cb, opaque, errstr, errstr_size);
-    if (!rk) return NULL;
+    if (!rk || timeout_ms <= 0) return rk;
     /* Fences every earlier producer with this transactional.id and aborts
      * what it left open. */
     rd_kafka_error_t *error = rd_kafka_init_transactions(rk, timeout_ms);
@@ -329,11 +330,18 @@ rd_kafka_t *ttb_kafka_txn_producer_new(const ttb_config_t *config, const char *w
     return rk;
 }
 
-/* Aborts the open transaction. @returns 0, or TTB_ERR_IO when the producer
- * can no longer be trusted (the caller replaces it). */
-static int txn_abort(rd_kafka_t *rk, int timeout_ms, char *errstr, size_t errstr_size) {
-    for (int attempt = 0; attempt < 3; attempt++) {
-        rd_kafka_error_t *error = rd_kafka_abort_transaction(rk, timeout_ms);
+/* Milliseconds left until @p deadline_ms (ttb_clock_ms), at least 1. */
+static int txn_left(int64_t deadline_ms) {
+    int64_t left = deadline_ms - ttb_clock_ms();
+    return left > 1 ? (int)left : 1;
+}
+
+/* Aborts the open transaction by @p deadline_ms. @returns 0, or TTB_ERR_IO
+ * when the producer can no longer be trusted (the caller replaces it). */
+static int txn_abort(rd_kafka_t *rk, int64_t deadline_ms, char *errstr, size_t errstr_size) {
+    for (int attempt = 0; attempt < 3 && (attempt == 0 || ttb_clock_ms() < deadline_ms);
+         attempt++) {
+        rd_kafka_error_t *error = rd_kafka_abort_transaction(rk, txn_left(deadline_ms));
         if (!error) return 0;
         bool retry = rd_kafka_error_is_retriable(error);
         snprintf(errstr, errstr_size, "abort_transaction: %s", rd_kafka_error_string(error));
@@ -347,23 +355,24 @@ int ttb_kafka_txn_commit(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *
                          const rd_kafka_consumer_group_metadata_t *cgmd, int timeout_ms,
                          bool *fatal, char *errstr, size_t errstr_size) {
     *fatal = false;
+    int64_t deadline = ttb_clock_ms() + timeout_ms;
     rd_kafka_error_t *error = NULL;
     if (offsets && offsets->cnt > 0) {
         /* One that timed out cannot be resumed in librdkafka 2.0.2: any
          * failure here aborts. */
-        error = rd_kafka_send_offsets_to_transaction(rk, offsets, cgmd, timeout_ms);
+        error = rd_kafka_send_offsets_to_transaction(rk, offsets, cgmd, txn_left(deadline));
         if (error) {
             snprintf(errstr, errstr_size, "send_offsets_to_transaction: %s",
                      rd_kafka_error_string(error));
             *fatal = rd_kafka_error_is_fatal(error);
             rd_kafka_error_destroy(error);
             char why[256];
-            if (!*fatal && txn_abort(rk, timeout_ms, why, sizeof(why))) *fatal = true;
+            if (!*fatal && txn_abort(rk, deadline, why, sizeof(why))) *fatal = true;
             return TTB_ERR_IO;
         }
     }
-    for (int attempt = 0; attempt < 3; attempt++) {
-        error = rd_kafka_commit_transaction(rk, timeout_ms);
+    for (int attempt = 0; attempt < 3 && (attempt == 0 || ttb_clock_ms() < deadline); attempt++) {
+        error = rd_kafka_commit_transaction(rk, txn_left(deadline));
         if (!error) return 0;
         snprintf(errstr, errstr_size, "commit_transaction: %s", rd_kafka_error_string(error));
         if (!rd_kafka_error_is_retriable(error)) break;
@@ -373,7 +382,7 @@ int ttb_kafka_txn_commit(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *
     if (error && rd_kafka_error_txn_requires_abort(error)) {
         rd_kafka_error_destroy(error);
         char why[256];
-        if (txn_abort(rk, timeout_ms, why, sizeof(why))) *fatal = true;
+        if (txn_abort(rk, deadline, why, sizeof(why))) *fatal = true;
         return TTB_ERR_IO;
     }
     /* Fatal, or still unanswered: whether it committed is unknown. Only a new

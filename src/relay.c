@@ -525,6 +525,17 @@ static void relay_town_txn_free(relay_town_t *t) {
     t->txn_open = false;
 }
 
+/* @p ms, at most half the stop's bound (a call under way when the stop
+ * comes delays it by that), or what is left of the bound once stopping. */
+static int relay_kafka_timeout(const ttb_relay_t *relay, int ms) {
+    int half = relay->config->shutdown_timeout_ms / 2;
+    if (half < 1000) half = 1000;
+    if (ms > half) ms = half;
+    if (!atomic_load(&relay->stop)) return ms;
+    int64_t left = atomic_load(&relay->deadline_ms) - ttb_clock_ms();
+    return left < 1 ? 1 : left < ms ? (int)left : ms;
+}
+
 static void relay_town_group(const ttb_relay_t *relay, const relay_town_t *t, char *buf,
                              size_t size) {
     snprintf(buf, size, "%s.relay.%s", relay->config->group_id, t->name);
@@ -556,7 +567,7 @@ static int relay_town_read_position(ttb_relay_t *relay, relay_town_t *t, bool *f
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_t *tp =
         rd_kafka_topic_partition_list_add(list, relay->config->events_topic, 0);
-    rd_kafka_resp_err_t err = rd_kafka_committed(c, list, 30000);
+    rd_kafka_resp_err_t err = rd_kafka_committed(c, list, relay_kafka_timeout(relay, 30000));
     if (!err) err = tp->err;
     int rc = 0;
     if (err) {
@@ -590,7 +601,8 @@ static int relay_town_txn_start(ttb_relay_t *relay, relay_town_t *t) {
     char txn_id[TTB_KEY_BUFSZ + 96], err[512];
     snprintf(txn_id, sizeof(txn_id), "tinytown-bridge.%s.relay.%s", relay->config->group_id,
              t->name);
-    t->txn = ttb_kafka_txn_producer_new(relay->config, "relay producer", txn_id, 30000,
+    t->txn = ttb_kafka_txn_producer_new(relay->config, "relay producer", txn_id,
+                                        relay_kafka_timeout(relay, 30000),
                                         relay_dr_cb, relay_error_cb, relay, err, sizeof(err));
     bool found = false;
     if (t->txn && relay_town_read_position(relay, t, &found, err, sizeof(err)) == 0) {
@@ -625,7 +637,8 @@ static void relay_town_commit(ttb_relay_t *relay, relay_town_t *t) {
     tp->metadata_size = tp->metadata ? strlen(md) : 0;
     rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata_new(group);
     bool fatal = false;
-    int rc = ttb_kafka_txn_commit(t->txn, list, cgmd, 10000, &fatal, why, sizeof(why));
+    int rc = ttb_kafka_txn_commit(t->txn, list, cgmd, relay_kafka_timeout(relay, 10000), &fatal,
+                                  why, sizeof(why));
     rd_kafka_consumer_group_metadata_destroy(cgmd);
     rd_kafka_topic_partition_list_destroy(list);
     rd_kafka_poll(t->txn, 0); /* the flushed messages' reports */

@@ -53,7 +53,8 @@ rd_kafka_t *ttb_kafka_producer_new(const ttb_config_t *config, const char *what,
  * Like ttb_kafka_producer_new(), but transactional (kafka.exactly_once):
  * with @p transactional_id (copied), transaction.timeout.ms 10 s unless the
  * operator set it, and rd_kafka_init_transactions() done (waiting at most
- * @p timeout_ms), which fences every earlier producer with that id.
+ * @p timeout_ms), which fences every earlier producer with that id; with
+ * @p timeout_ms 0 that is left to the caller (it may take several calls).
  * @returns it, or NULL with @p errstr.
  * @locality the thread that will use it
  */
@@ -66,7 +67,8 @@ rd_kafka_t *ttb_kafka_txn_producer_new(const ttb_config_t *config, const char *w
 
 /**
  * Commits the open transaction of @p rk, with @p offsets (may be NULL or
- * empty; not taken) sent for the group of @p cgmd first. Whatever fails is
+ * empty; not taken) sent for the group of @p cgmd first, all within about
+ * @p timeout_ms (an abort after a failure included). Whatever fails is
  * aborted here (librdkafka 2.0.2 cannot resume a send_offsets that timed
  * out), so on TTB_ERR_IO nothing of the transaction is visible to
  * read_committed readers, unless *@p fatal is set: then the producer is
