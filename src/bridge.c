@@ -644,14 +644,19 @@ static int eos_parse_pending(partition_t *pt, const char *md, size_t len) {
     return 0;
 }
 
-/* Whether @p offset is a listed pending wait not taken yet; forgets it. */
+/* Whether @p offset is a listed pending wait not taken yet; forgets it, and
+ * those listed below it (records come in order: retention deleted them). */
 static bool eos_take_unseen(partition_t *pt, int64_t offset) {
-    for (size_t i = 0; i < pt->nunseen; i++)
-        if (pt->unseen[i] == offset) {
-            pt->unseen[i] = pt->unseen[--pt->nunseen];
-            return true;
+    bool listed = false;
+    for (size_t i = 0; i < pt->nunseen;) {
+        if (pt->unseen[i] > offset) {
+            i++;
+            continue;
         }
-    return false;
+        listed |= pt->unseen[i] == offset;
+        pt->unseen[i] = pt->unseen[--pt->nunseen];
+    }
+    return listed;
 }
 
 /* Where partition @p pt starts: its oldest pending wait, or its committed
@@ -1249,7 +1254,7 @@ static void check_waits(ttb_bridge_t *b) {
  * ones are answered (and dead-lettered) at once, without Redis. */
 static void take_record(ttb_bridge_t *b, rd_kafka_message_t *m) {
     partition_t *pt = partition_get(b, m->partition);
-    if (b->eos && pt && m->offset < pt->committed && !eos_take_unseen(pt, m->offset)) {
+    if (b->eos && pt && !eos_take_unseen(pt, m->offset) && m->offset < pt->committed) {
         pt->next_offset = m->offset + 1; /* answered in a committed transaction */
         return;
     }
