@@ -5,8 +5,8 @@ transactional calls without their semantics). A read_committed consumer
 (confluent-kafka, i.e. librdkafka; not kafka-python, which returns aborted
 records and control records alike) must see exactly one result per command
 id, one dead letter per bad record and one event per stream entry, none
-missing, through SIGKILLs, a rebalance, a broker restart and a fenced
-zombie."""
+missing, through SIGKILLs, pending waits, a rebalance, a broker restart and
+a fenced zombie; and a stop with the broker gone ends within its bound."""
 import contextlib
 import json
 import re
