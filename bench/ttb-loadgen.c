@@ -158,6 +158,7 @@ typedef struct lg {
     /* timed phase, indexed by command number */
     int64_t *sent_ms;    /* the command record's CreateTime */
     int32_t *latency_ms; /* result CreateTime - sent_ms; -1 until answered */
+    int32_t *visible_ms; /* when this program read the result - sent_ms */
     uint8_t *ops;
     long produced, answered, duplicates, foreign, spawned;
     lg_op_t follow_op;    /* second command of a pair just drawn, or LG_OP__COUNT */
@@ -610,6 +611,10 @@ static void lg_take_timed(lg_t *lg, long n, const rd_kafka_message_t *m) {
      * can only be a clock step; it is counted as 0 rather than dropped. */
     int64_t lat = ts - lg->sent_ms[n];
     lg->latency_ms[n] = (int32_t)(lat < 0 ? 0 : lat > INT32_MAX ? INT32_MAX : lat);
+    /* A transactional result is readable (read_committed) only once its
+     * transaction commits, after its CreateTime: this one shows that. */
+    int64_t vis = lg_wall_ms() - lg->sent_ms[n];
+    lg->visible_ms[n] = (int32_t)(vis < 0 ? 0 : vis > INT32_MAX ? INT32_MAX : vis);
     lg->answered++;
     lg->last_result_us = lg_mono_us();
     char status[16], code[64];
@@ -887,6 +892,18 @@ static int32_t lg_pct(const int32_t *v, size_t n, double p) {
     return v[rank - 1];
 }
 
+/* Prints the percentiles of @p values over the answered commands, sorting
+ * them in @p scratch (room for every command). */
+static void lg_print_pcts(const lg_t *lg, const int32_t *values, int32_t *scratch,
+                          const char *label, const char *what) {
+    size_t k = 0;
+    for (long i = 0; i < lg->produced; i++)
+        if (lg->latency_ms[i] >= 0) scratch[k++] = values[i];
+    qsort(scratch, k, sizeof(*scratch), lg_cmp_i32);
+    printf("%s   p50 %d  p90 %d  p99 %d  max %d   (%s)\n", label, lg_pct(scratch, k, 50),
+           lg_pct(scratch, k, 90), lg_pct(scratch, k, 99), k ? scratch[k - 1] : -1, what);
+}
+
 static void lg_report(lg_t *lg) {
     long n = lg->o.commands;
     double wall_s = lg->last_result_us > lg->first_send_us
@@ -906,13 +923,8 @@ static void lg_report(lg_t *lg) {
         printf("latency       (out of memory)\n");
         return;
     }
-    size_t k = 0;
-    for (long i = 0; i < lg->produced; i++)
-        if (lg->latency_ms[i] >= 0) all[k++] = lg->latency_ms[i];
-    qsort(all, k, sizeof(*all), lg_cmp_i32);
-    printf("latency ms    p50 %d  p90 %d  p99 %d  max %d   (result CreateTime - command "
-           "CreateTime)\n",
-           lg_pct(all, k, 50), lg_pct(all, k, 90), lg_pct(all, k, 99), k ? all[k - 1] : -1);
+    lg_print_pcts(lg, lg->latency_ms, all, "latency ms ", "result CreateTime - command CreateTime");
+    lg_print_pcts(lg, lg->visible_ms, all, "visible ms ", "result read here - command CreateTime");
 
     printf("results      ");
     for (size_t i = 0; i < lg->ncodes; i++)
@@ -924,7 +936,7 @@ static void lg_report(lg_t *lg) {
 
     printf("by op         %-10s %7s %6s %6s %6s\n", "op", "count", "p50", "p99", "max");
     for (int op = 0; op < LG_OP__COUNT; op++) {
-        k = 0;
+        size_t k = 0;
         long sent = 0;
         for (long i = 0; i < lg->produced; i++) {
             if (lg->ops[i] != op) continue;
@@ -964,6 +976,7 @@ static void lg_close(lg_t *lg) {
     free(lg->agents);
     free(lg->sent_ms);
     free(lg->latency_ms);
+    free(lg->visible_ms);
     free(lg->ops);
 }
 
@@ -994,8 +1007,9 @@ int main(int argc, char **argv) {
     lg.agents = calloc((size_t)lg.o.agents, sizeof(*lg.agents));
     lg.sent_ms = calloc(n, sizeof(*lg.sent_ms));
     lg.latency_ms = malloc(n * sizeof(*lg.latency_ms));
+    lg.visible_ms = malloc(n * sizeof(*lg.visible_ms));
     lg.ops = calloc(n, sizeof(*lg.ops));
-    if (!lg.agents || !lg.sent_ms || !lg.latency_ms || !lg.ops) {
+    if (!lg.agents || !lg.sent_ms || !lg.latency_ms || !lg.visible_ms || !lg.ops) {
         fprintf(stderr, LG_PROG ": out of memory\n");
         lg_close(&lg);
         return LG_EXIT_INCOMPLETE;

@@ -51,6 +51,8 @@ typedef struct record {
     unsigned failed;   /* FAIL_* pieces Kafka refused, to produce again */
     rd_kafka_resp_err_t last_err;
     bool in_retry;     /* on the bridge's retry list */
+    bool ready;        /* exactly_once: answered, its result not yet produced */
+    bool committed;    /* exactly_once: its result's transaction committed */
 } record_t;
 
 enum { FAIL_RESULT = 1, FAIL_DLQ = 2 };
@@ -59,7 +61,20 @@ typedef struct partition {
     bool active;
     record_t *head, *tail;
     int64_t next_offset; /* offset after the last record taken, -1 none yet */
+    /* exactly_once: the group's committed offset (-1 none) and the pending
+     * waits below it, listed in its metadata, not yet taken again. */
+    int64_t committed;
+    int64_t *unseen;
+    size_t nunseen;
 } partition_t;
+
+/* A record whose result or dead letter the broker refused for its size
+ * (exactly_once: the transaction is aborted and the record taken again). */
+typedef struct refused {
+    int32_t partition;
+    int64_t offset;
+    unsigned pieces;
+} refused_t;
 
 struct ttb_bridge {
     const ttb_config_t *config;
@@ -116,6 +131,20 @@ struct ttb_bridge {
     bool running;                  /* past the start-up checks */
     bool security_logged;          /* the standing security failure was said */
     uint64_t next_security_check_us;
+
+    /* kafka.exactly_once (see the section "Exactly once" below) */
+    bool eos;
+    char txn_id[256];
+    bool txn_open;
+    bool txn_failed;      /* a record of the open transaction was refused */
+    bool rewind_pending;  /* positions must be read from Kafka again */
+    bool txn_ready;       /* the producer's init_transactions is done */
+    int txn_timeout_ms;   /* bound of one commit (or init) */
+    bool leaving;         /* partitions are going: a failure needs no rewind */
+    uint64_t txn_started_us;
+    refused_t *refused;
+    size_t nrefused, caprefused;
+    uint64_t txn_commits, txn_aborts;
 };
 
 static uint64_t now_us(void) { return ttb_clock_us(); }
@@ -158,6 +187,7 @@ static partition_t *partition_get(ttb_bridge_t *b, int32_t p) {
         for (size_t i = b->nparts; i < n; i++) {
             memset(&np[i], 0, sizeof(np[i]));
             np[i].next_offset = -1;
+            np[i].committed = -1;
         }
         b->parts = np;
         b->nparts = n;
@@ -176,6 +206,9 @@ static void fail_fatal(ttb_bridge_t *b, const char *msg, const char *detail) {
 /* Producing                                                                */
 
 static void record_delivered(ttb_bridge_t *b, record_t *r);
+static void eos_note_refused(ttb_bridge_t *b, const record_t *r, unsigned piece);
+static void eos_settle(ttb_bridge_t *b, record_t *r);
+static void eos_rewind(ttb_bridge_t *b);
 
 /* Kafka refused the record for what it is: retrying it cannot help. */
 static bool err_is_size(rd_kafka_resp_err_t err) {
@@ -188,6 +221,16 @@ static bool err_is_size(rd_kafka_resp_err_t err) {
  * answered too_large) by retry_deliveries(), never the end of the bridge. */
 static void delivery_failed(ttb_bridge_t *b, record_t *r, unsigned piece,
                             rd_kafka_resp_err_t err) {
+    if (b->eos) {
+        /* The open transaction cannot commit now: it is aborted and what it
+         * held is taken again from Kafka (eos_commit). */
+        if (!b->txn_failed)
+            ttb_log_warn("kafka refused a record; the transaction will be aborted", "error",
+                         rd_kafka_err2str(err));
+        b->txn_failed = true;
+        if (err_is_size(err)) eos_note_refused(b, r, piece);
+        return;
+    }
     r->failed |= piece;
     r->last_err = err;
     if (!err_is_size(err)) {
@@ -219,6 +262,10 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     if (m->err) {
         bool result = strcmp(rd_kafka_topic_name(m->rkt), b->config->results_topic) == 0;
         delivery_failed(b, r, result ? FAIL_RESULT : FAIL_DLQ, m->err);
+        return;
+    }
+    if (b->eos) {
+        eos_settle(b, r);
         return;
     }
     if (b->delivery_failing) {
@@ -359,6 +406,10 @@ static void check_security(ttb_bridge_t *b) {
 }
 
 static rd_kafka_t *producer_new(ttb_bridge_t *b, char *errstr, size_t errstr_size) {
+    if (b->eos)
+        return ttb_kafka_txn_producer_new(b->config, "kafka producer", b->txn_id, 0, dr_msg_cb,
+                                          producer_error_cb, b, errstr,
+                                          errstr_size); /* eos_init() */
     return ttb_kafka_producer_new(b->config, "kafka producer", dr_msg_cb, producer_error_cb, b,
                                   errstr, errstr_size);
 }
@@ -377,9 +428,17 @@ static void producer_restart(ttb_bridge_t *b) {
     rd_kafka_poll(old, 0);
     rd_kafka_destroy(old);
     b->restarting_producer = false;
+    b->txn_open = false;
+    b->txn_ready = false;
     char err[512];
     if (!(b->producer = producer_new(b, err, sizeof(err)))) {
         fail_fatal(b, "cannot create a new kafka producer", err);
+        return;
+    }
+    if (b->eos) {
+        /* What it held is taken again from Kafka, once the new producer's
+         * init_transactions has settled the old one's transaction. */
+        eos_rewind(b);
         return;
     }
     for (size_t p = 0; p < b->nparts; p++)
@@ -450,6 +509,10 @@ static void record_finish(ttb_bridge_t *b, record_t *r) {
                       "status", ttb_code_name(r->out.code), "replayed",
                       r->out.replayed ? "true" : "false", "partition", part, "offset", off);
     }
+    if (b->eos) {
+        r->ready = true; /* produced in partition order by eos_advance() */
+        return;
+    }
     if (produce_result(b, r)) {
         fail_fatal(b, "out of memory", "a result");
         return;
@@ -486,7 +549,7 @@ static void store_offsets(ttb_bridge_t *b) {
             if (!pt->head) pt->tail = NULL;
             record_free(r);
         }
-        if (next < 0 || !pt->active) continue;
+        if (next < 0 || !pt->active || b->eos) continue; /* eos: offsets go in transactions */
         if (!list) list = rd_kafka_topic_partition_list_new(8);
         rd_kafka_topic_partition_list_add(list, b->config->commands_topic, (int32_t)p)->offset =
             next;
@@ -505,11 +568,9 @@ static void drop_from(record_t **items, size_t *n, int32_t p) {
     *n = w;
 }
 
-/* A partition goes: results already produced are flushed and committed; the
- * rest is left to its next owner, who gets those records again. */
-static void partition_release(ttb_bridge_t *b, int32_t p) {
-    partition_t *pt = partition_get(b, p);
-    if (!pt) return;
+/* Forgets every record of partition @p p (those with deliveries under way
+ * are freed by their last report). */
+static void partition_drop(ttb_bridge_t *b, partition_t *pt, int32_t p) {
     drop_from(b->stalled, &b->nstalled, p);
     drop_from(b->retry, &b->nretry, p);
     for (ttb_wait_t *e = ttb_waits_next(b->waits, NULL), *next; e; e = next) {
@@ -529,10 +590,357 @@ static void partition_release(ttb_bridge_t *b, int32_t p) {
         r = next;
     }
     pt->head = pt->tail = NULL;
+    pt->next_offset = -1;
+    free(pt->unseen);
+    pt->unseen = NULL;
+    pt->nunseen = 0;
+    ttb_metrics.in_flight = b->in_flight;
+}
+
+/* A partition goes: results already produced are flushed and committed; the
+ * rest is left to its next owner, who gets those records again. */
+static void partition_release(ttb_bridge_t *b, int32_t p) {
+    partition_t *pt = partition_get(b, p);
+    if (!pt) return;
+    partition_drop(b, pt, p);
     pt->active = false;
-    pt->next_offset = -1; /* a later owner starts where the group says */
+    pt->committed = -1; /* a later owner starts where the group says */
     ttb_metrics.in_flight = b->in_flight;
     if ((size_t)p < TTB_METRICS_MAX_PARTITIONS) ttb_metrics.consumer_lag[p] = -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Exactly once (kafka.exactly_once)                                         */
+/*
+ * Results and dead letters are produced in a Kafka transaction together
+ * with the consumed offsets (KIP-447: sent with the consumer's group
+ * metadata, so a bridge that lost its partitions is fenced by the group's
+ * generation), committed every EOS_COMMIT_INTERVAL_MS. Nothing of a
+ * transaction that fails is trusted: it is aborted and every partition is
+ * taken again from its committed position (the idempotency records answer
+ * with the same bytes), so what read_committed readers see is exactly what
+ * the committed offsets cover.
+ *
+ * Results are produced in each partition's record order, and a committed
+ * offset covers only records whose results are in the same or an earlier
+ * transaction. A pending `wait` would hold its partition's offset back and
+ * make every later record's result appear again after a crash, so the
+ * offset moves past it and the wait is listed in the offset's metadata
+ * ("ttb1" and, per wait, the committed offset minus its own). Whoever takes
+ * the partition starts at the oldest listed wait and skips what lies below
+ * the committed offset and is not listed. At most EOS_MAX_WAITS waits per
+ * partition are listed (the broker keeps 4 KiB of metadata); results behind
+ * more wait for one to finish.
+ */
+
+enum { EOS_COMMIT_INTERVAL_MS = 100, EOS_MAX_WAITS = 200, EOS_TIMEOUT_MS = 10000 };
+
+static void eos_note_refused(ttb_bridge_t *b, const record_t *r, unsigned piece) {
+    for (size_t i = 0; i < b->nrefused; i++)
+        if (b->refused[i].partition == r->partition && b->refused[i].offset == r->offset) {
+            b->refused[i].pieces |= piece;
+            return;
+        }
+    if (b->nrefused == b->caprefused) {
+        size_t cap = b->caprefused ? b->caprefused * 2 : 8;
+        refused_t *n = realloc(b->refused, cap * sizeof(*n));
+        if (!n) return; /* produced again as it is; refused again */
+        b->refused = n;
+        b->caprefused = cap;
+    }
+    b->refused[b->nrefused++] = (refused_t){r->partition, r->offset, piece};
+}
+
+/* Takes the pieces of @p r the broker refused for their size (if any). */
+static unsigned eos_take_refused(ttb_bridge_t *b, const record_t *r) {
+    for (size_t i = 0; i < b->nrefused; i++)
+        if (b->refused[i].partition == r->partition && b->refused[i].offset == r->offset) {
+            unsigned pieces = b->refused[i].pieces;
+            b->refused[i] = b->refused[--b->nrefused];
+            return pieces;
+        }
+    return 0;
+}
+
+/* Done once its transaction committed and its deliveries were reported. */
+static void eos_settle(ttb_bridge_t *b, record_t *r) {
+    if (r->committed && r->deliveries == 0 && !r->done) record_delivered(b, r);
+}
+
+/* Parses "ttb1 d1 d2 ..." (committed offset minus each pending wait's). */
+static int eos_parse_pending(partition_t *pt, const char *md, size_t len) {
+    free(pt->unseen);
+    pt->unseen = NULL;
+    pt->nunseen = 0;
+    if (len < 4 || memcmp(md, "ttb1", 4) != 0 || pt->committed < 0) return 0;
+    size_t cap = 0;
+    for (size_t i = 4; i < len; i++) cap += md[i] == ' ';
+    if (cap == 0) return 0;
+    if (!(pt->unseen = calloc(cap, sizeof(*pt->unseen)))) return TTB_ERR_NOMEM;
+    size_t i = 4;
+    while (i < len && pt->nunseen < cap) {
+        while (i < len && md[i] == ' ') i++;
+        int64_t d = 0;
+        size_t start = i;
+        while (i < len && md[i] >= '0' && md[i] <= '9' && d < INT64_MAX / 10)
+            d = d * 10 + (md[i++] - '0');
+        if (i == start || d <= 0 || d > pt->committed) break; /* not ours: ignored */
+        pt->unseen[pt->nunseen++] = pt->committed - d;
+    }
+    return 0;
+}
+
+/* Whether @p offset is a listed pending wait not taken yet; forgets it, and
+ * those listed below it (records come in order: retention deleted them). */
+static bool eos_take_unseen(partition_t *pt, int64_t offset) {
+    bool listed = false;
+    for (size_t i = 0; i < pt->nunseen;) {
+        if (pt->unseen[i] > offset) {
+            i++;
+            continue;
+        }
+        listed |= pt->unseen[i] == offset;
+        pt->unseen[i] = pt->unseen[--pt->nunseen];
+    }
+    return listed;
+}
+
+/* Where partition @p pt starts: its oldest pending wait, or its committed
+ * offset (BEGINNING when the group has none: auto.offset.reset's default). */
+static int64_t eos_start(const partition_t *pt) {
+    int64_t start = pt->committed >= 0 ? pt->committed : RD_KAFKA_OFFSET_BEGINNING;
+    for (size_t i = 0; i < pt->nunseen; i++)
+        if (pt->unseen[i] < start || start < 0) start = pt->unseen[i];
+    return start;
+}
+
+/* Reads the committed offsets (and pending waits) of @p list from the group,
+ * read_committed (so a transaction still open on them is waited for), and
+ * sets each element's offset to where it starts; @p attempts tries (a
+ * crashed owner's open transaction lasts transaction.timeout.ms). */
+static int eos_positions(ttb_bridge_t *b, rd_kafka_topic_partition_list_t *list, int attempts) {
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int attempt = 0; attempt < attempts; attempt++) {
+        for (int i = 0; i < list->cnt; i++) list->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+        err = rd_kafka_committed(b->consumer, list, b->txn_timeout_ms);
+        for (int i = 0; i < list->cnt && !err; i++) err = list->elems[i].err;
+        if (!err) break;
+        ttb_log_warn("cannot read the committed offsets yet; retrying", "error",
+                     rd_kafka_err2str(err));
+    }
+    if (err) return TTB_ERR_IO;
+    for (int i = 0; i < list->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &list->elems[i];
+        partition_t *pt = partition_get(b, tp->partition);
+        if (!pt) return TTB_ERR_NOMEM;
+        pt->committed = tp->offset >= 0 ? tp->offset : -1;
+        if (eos_parse_pending(pt, tp->metadata, tp->metadata ? tp->metadata_size : 0))
+            return TTB_ERR_NOMEM;
+        tp->offset = eos_start(pt);
+        if (pt->nunseen) {
+            char part[16], n[24];
+            snprintf(part, sizeof(part), "%" PRId32, tp->partition);
+            snprintf(n, sizeof(n), "%zu", pt->nunseen);
+            ttb_log_info("pending waits taken over", "partition", part, "waits", n);
+        }
+    }
+    return 0;
+}
+
+/* Forgets everything not committed and takes every assigned partition
+ * again from its committed position, read once the producer is ready (its
+ * init_transactions settles whatever its predecessor left open). Tried
+ * again each pass until Kafka answers (consumption stays paused meanwhile). */
+static void eos_rewind(ttb_bridge_t *b) {
+    if (b->leaving) return; /* they go anyway; their next owner starts from Kafka */
+    b->rewind_pending = true;
+    b->txn_failed = false;
+    for (size_t p = 0; p < b->nparts; p++)
+        if (b->parts[p].active) partition_drop(b, &b->parts[p], (int32_t)p);
+    rd_kafka_topic_partition_list_t *list = NULL;
+    if (!b->txn_ready || rd_kafka_assignment(b->consumer, &list) || !list) return;
+    int rc = list->cnt ? eos_positions(b, list, 1) : 0;
+    if (!rc && list->cnt) {
+        rd_kafka_error_t *error = rd_kafka_seek_partitions(b->consumer, list, b->txn_timeout_ms);
+        if (error) {
+            ttb_log_warn("cannot go back to the committed offsets yet", "error",
+                         rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+            rc = TTB_ERR_IO;
+        }
+        for (int i = 0; i < list->cnt && !rc; i++)
+            if (list->elems[i].err) rc = TTB_ERR_IO;
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    if (!rc) b->rewind_pending = false;
+}
+
+/* Readies the producer for transactions (resumable: a call that timed out
+ * is simply made again on the next pass). @returns whether it is ready. */
+static bool eos_init(ttb_bridge_t *b, int timeout_ms) {
+    if (b->txn_ready) return true;
+    rd_kafka_error_t *error = rd_kafka_init_transactions(b->producer, timeout_ms);
+    if (!error) {
+        b->txn_ready = true;
+        return true;
+    }
+    bool fatal = rd_kafka_error_is_fatal(error);
+    ttb_log_warn("kafka producer not ready for transactions yet", "error",
+                 rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+    ttb_backoff_fail(&b->kafka_backoff);
+    if (fatal) producer_restart(b);
+    return false;
+}
+
+static bool eos_begin(ttb_bridge_t *b) {
+    if (b->txn_open) return true;
+    rd_kafka_error_t *error = rd_kafka_begin_transaction(b->producer);
+    if (error) {
+        ttb_log_warn("cannot begin a transaction", "error", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        b->txn_failed = true;
+        return false;
+    }
+    b->txn_open = true;
+    b->txn_started_us = now_us();
+    return true;
+}
+
+/* Produces what a ready record must: its result and, for a bad record, its
+ * dead letter (unless the broker refused either for its size before). */
+static void eos_produce_record(ttb_bridge_t *b, record_t *r) {
+    unsigned refused = eos_take_refused(b, r);
+    if ((refused & FAIL_RESULT) && r->out.code != TTB_CODE_TOO_LARGE &&
+        record_too_large(r, "more than the broker accepts"))
+        fail_fatal(b, "out of memory", "a too_large result");
+    if (produce_result(b, r)) fail_fatal(b, "out of memory", "a result");
+    if (r->parse_code != TTB_CODE_OK && ttb_code_is_dead_letter(r->parse_code)) {
+        if (refused & FAIL_DLQ) {
+            ttb_log_warn("dead letter refused by kafka for its size; not retried", "id",
+                         r->cmd.id ? r->cmd.id : "");
+            ttb_metrics.dead_letters_dropped++;
+        } else {
+            produce_dead_letter(b, r);
+        }
+    }
+    r->ready = false;
+    r->produced = true;
+}
+
+/* Produces the ready results of each partition in record order, up to the
+ * first record still being applied (or past EOS_MAX_WAITS pending waits). */
+static void eos_advance(ttb_bridge_t *b) {
+    if (!b->txn_ready || b->rewind_pending || b->txn_failed ||
+        !ttb_backoff_due(&b->kafka_backoff))
+        return;
+    for (size_t p = 0; p < b->nparts && !b->txn_failed; p++) {
+        size_t waits = b->parts[p].nunseen;
+        for (record_t *r = b->parts[p].head; r && !b->txn_failed; r = r->next) {
+            if (r->produced) continue;
+            if (r->wait) {
+                if (++waits > EOS_MAX_WAITS) break;
+                continue;
+            }
+            if (!r->ready || !eos_begin(b)) break;
+            eos_produce_record(b, r);
+        }
+    }
+}
+
+/* The offset to commit for @p pt (-1: none) and its metadata. */
+static int64_t eos_offset(const partition_t *pt, char *md, size_t md_size) {
+    int64_t last = -1;
+    size_t pending = pt->nunseen;
+    for (const record_t *r = pt->head; r; r = r->next) {
+        /* Below the committed offset only listed records come back. */
+        if (!r->produced && !r->wait && r->offset >= pt->committed) break;
+        if (!r->produced && ++pending > EOS_MAX_WAITS) break;
+        last = r->offset;
+    }
+    int64_t commit = last + 1 > pt->committed ? last + 1 : pt->committed;
+    if (commit <= 0) return -1; /* nothing answered, nothing listed */
+    size_t used = (size_t)snprintf(md, md_size, "ttb1");
+    for (size_t i = 0; i < pt->nunseen && used < md_size; i++)
+        used += (size_t)snprintf(md + used, md_size - used, " %" PRId64, commit - pt->unseen[i]);
+    for (const record_t *r = pt->head; r && r->offset < commit && used < md_size; r = r->next)
+        if (!r->produced)
+            used += (size_t)snprintf(md + used, md_size - used, " %" PRId64, commit - r->offset);
+    return commit;
+}
+
+static void eos_failed(ttb_bridge_t *b, const char *why, bool fatal) {
+    b->txn_aborts++;
+    ttb_log_warn("transaction aborted; taking the records again from kafka", "reason", why);
+    ttb_backoff_fail(&b->kafka_backoff);
+    if (b->leaving) return; /* the partitions go: their next owner starts from Kafka */
+    if (fatal) producer_restart(b); /* rewinds too */
+    else eos_rewind(b);
+}
+
+/* Commits the open transaction with the offsets it covers (or aborts it
+ * when a record of it was refused), within about @p timeout_ms. */
+static void eos_commit(ttb_bridge_t *b, int timeout_ms) {
+    if (!b->txn_open) return;
+    b->txn_open = false;
+    char why[512] = "";
+    bool fatal = false;
+    if (b->txn_failed) {
+        rd_kafka_error_t *error = rd_kafka_abort_transaction(b->producer, timeout_ms);
+        fatal = error != NULL;
+        if (error) rd_kafka_error_destroy(error);
+        eos_failed(b, "kafka refused a record", fatal);
+        return;
+    }
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(8);
+    int64_t *commits = calloc(b->nparts ? b->nparts : 1, sizeof(*commits));
+    if (!commits) {
+        rd_kafka_topic_partition_list_destroy(offsets);
+        fail_fatal(b, "out of memory", "a transaction");
+        return;
+    }
+    for (size_t p = 0; p < b->nparts; p++) {
+        char md[4096];
+        commits[p] = b->parts[p].active ? eos_offset(&b->parts[p], md, sizeof(md)) : -1;
+        if (commits[p] < 0) continue;
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_add(offsets, b->config->commands_topic, (int32_t)p);
+        tp->offset = commits[p];
+        tp->metadata = strdup(md);
+        tp->metadata_size = tp->metadata ? strlen(md) : 0;
+    }
+    rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(b->consumer);
+    int rc = ttb_kafka_txn_commit(b->producer, offsets, cgmd, timeout_ms, &fatal, why,
+                                  sizeof(why));
+    rd_kafka_consumer_group_metadata_destroy(cgmd);
+    rd_kafka_topic_partition_list_destroy(offsets);
+    if (rc) {
+        free(commits);
+        eos_failed(b, why, fatal);
+        return;
+    }
+    b->txn_commits++;
+    ttb_backoff_reset(&b->kafka_backoff);
+    for (size_t p = 0; p < b->nparts; p++) {
+        if (commits[p] >= 0) b->parts[p].committed = commits[p];
+        for (record_t *r = b->parts[p].head; r; r = r->next)
+            if (r->produced) r->committed = true;
+    }
+    free(commits);
+    rd_kafka_poll(b->producer, 0); /* the reports of what the commit flushed */
+    for (size_t p = 0; p < b->nparts; p++)
+        for (record_t *r = b->parts[p].head; r; r = r->next) eos_settle(b, r);
+}
+
+/* Each pass: a transaction open long enough (or one that failed) ends. */
+static void eos_tick(ttb_bridge_t *b) {
+    if (b->txn_failed && !b->txn_open) eos_failed(b, "a transaction could not begin", true);
+    if (!b->txn_ready && (!ttb_backoff_due(&b->kafka_backoff) || !eos_init(b, 1000))) return;
+    if (b->rewind_pending) eos_rewind(b);
+    eos_advance(b);
+    if (b->txn_open &&
+        (b->txn_failed || now_us() - b->txn_started_us >= EOS_COMMIT_INTERVAL_MS * 1000u))
+        eos_commit(b, b->txn_timeout_ms);
 }
 
 static void commit_sync(ttb_bridge_t *b) {
@@ -556,6 +964,14 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             partition_t *pt = partition_get(b, parts->elems[i].partition);
             if (pt) pt->active = true;
         }
+        /* Explicit start offsets: the committed ones, or the oldest pending
+         * wait their metadata lists. */
+        /* (Our producer first, so what a predecessor with our
+         * transactional.id left open is settled, not waited for.) */
+        if (b->eos && !b->txn_ready) eos_init(b, b->txn_timeout_ms);
+        if (b->eos && eos_positions(b, parts, 6))
+            fail_fatal(b, "cannot read the committed offsets of the assigned partitions",
+                       "kafka did not answer within a minute");
         if (cooperative) rd_kafka_incremental_assign(rk, parts);
         else rd_kafka_assign(rk, parts);
         if (b->paused) rd_kafka_pause_partitions(rk, parts);
@@ -567,10 +983,28 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         /* Let what was produced land, so its offsets can be committed now
          * rather than redelivered to the next owner (while stopping, only
          * for what is left of the bound). */
-        rd_kafka_flush(b->producer, b->stop_deadline_us ? ms_left(b->stop_deadline_us)
-                                                        : b->config->shutdown_timeout_ms);
-        store_offsets(b);
-        commit_sync(b);
+        if (b->eos && rd_kafka_assignment_lost(rk)) {
+            /* Another bridge owns them now: nothing of ours may commit. */
+            if (b->txn_open) {
+                rd_kafka_error_t *error =
+                    rd_kafka_abort_transaction(b->producer, b->txn_timeout_ms);
+                if (error) rd_kafka_error_destroy(error);
+                b->txn_open = false;
+                b->txn_aborts++;
+            }
+            b->txn_failed = false;
+            ttb_log_warn("partitions lost; their open transaction is aborted");
+        } else if (b->eos) {
+            b->leaving = true;
+            eos_advance(b);
+            eos_commit(b, b->stop_deadline_us ? ms_left(b->stop_deadline_us) : b->txn_timeout_ms);
+            b->leaving = false;
+        } else {
+            rd_kafka_flush(b->producer, b->stop_deadline_us ? ms_left(b->stop_deadline_us)
+                                                            : b->config->shutdown_timeout_ms);
+            store_offsets(b);
+            commit_sync(b);
+        }
         for (int i = 0; i < parts->cnt; i++) partition_release(b, parts->elems[i].partition);
         ttb_log_info("partitions revoked", "count", count);
     }
@@ -925,6 +1359,10 @@ static void check_waits(ttb_bridge_t *b) {
  * ones are answered (and dead-lettered) at once, without Redis. */
 static void take_record(ttb_bridge_t *b, rd_kafka_message_t *m) {
     partition_t *pt = partition_get(b, m->partition);
+    if (b->eos && pt && !eos_take_unseen(pt, m->offset) && m->offset < pt->committed) {
+        pt->next_offset = m->offset + 1; /* answered in a committed transaction */
+        return;
+    }
     record_t *r = calloc(1, sizeof(*r));
     if (!pt || !r) {
         free(r);
@@ -1080,11 +1518,30 @@ ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t er
         }
     }
 
+    b->eos = config->exactly_once;
+    /* A commit in progress when SIGTERM comes delays the stop by at most
+     * half its bound. */
+    b->txn_timeout_ms = config->shutdown_timeout_ms / 2 < EOS_TIMEOUT_MS
+                            ? config->shutdown_timeout_ms / 2 : EOS_TIMEOUT_MS;
+    if (b->txn_timeout_ms < 1000) b->txn_timeout_ms = 1000;
+    if (config->transactional_id)
+        snprintf(b->txn_id, sizeof(b->txn_id), "%s", config->transactional_id);
+    else
+        snprintf(b->txn_id, sizeof(b->txn_id), "tinytown-bridge.%s.%s", config->group_id,
+                 b->instance);
     if (!(b->producer = producer_new(b, errstr, errstr_size))) goto fail;
     char why[512];
 
     rd_kafka_conf_t *cconf = ttb_kafka_conf(config, TTB_KAFKA_CONSUMER, errstr, errstr_size);
     if (!cconf) goto fail;
+    /* Offsets go in transactions only; commands produced in transactions
+     * are read once they commit. */
+    if (b->eos && (ttb_kafka_set(cconf, "enable.auto.commit", "false", errstr, errstr_size) ||
+                   ttb_kafka_set(cconf, "isolation.level", "read_committed", errstr,
+                                 errstr_size))) {
+        rd_kafka_conf_destroy(cconf);
+        goto fail;
+    }
     rd_kafka_conf_set_opaque(cconf, b);
     rd_kafka_conf_set_rebalance_cb(cconf, rebalance_cb);
     b->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf, why, sizeof(why));
@@ -1132,8 +1589,10 @@ void ttb_bridge_free(ttb_bridge_t *b) {
             record_free(r);
             r = next;
         }
+        free(b->parts[p].unseen);
     }
     free(b->parts);
+    free(b->refused);
     free(b->stalled);
     free(b->retry);
     ttb_waits_free(b->waits);
@@ -1211,6 +1670,15 @@ static void shutdown_gracefully(ttb_bridge_t *b) {
         apply_stalled(b);
         if (b->nstalled) rd_kafka_consumer_poll(b->consumer, 100);
     }
+    if (b->eos) {
+        b->leaving = true;
+        eos_advance(b);
+        eos_commit(b, ms_left(deadline - reserve / 2));
+        char commits[24], aborts[24];
+        snprintf(commits, sizeof(commits), "%" PRIu64, b->txn_commits);
+        snprintf(aborts, sizeof(aborts), "%" PRIu64, b->txn_aborts);
+        ttb_log_info("transactions", "committed", commits, "aborted", aborts);
+    }
     rd_kafka_flush(b->producer, ms_left(deadline - reserve / 2));
     /* Leaving the group commits the stored offsets (auto-commit is on), within
      * the same deadline; a synchronous commit here could wait unbounded. */
@@ -1270,6 +1738,8 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
     ttb_log_info("largest result record", "bytes", limit, "topic", c->results_topic, "source",
                  from_topic ? "topic max.message.bytes" : "producer message.max.bytes");
 
+    if (b->eos) eos_init(b, b->txn_timeout_ms); /* else again on each pass */
+
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, c->commands_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t kerr = rd_kafka_subscribe(b->consumer, topics);
@@ -1292,7 +1762,8 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
          * the other commands'. */
         size_t nwaits = ttb_waits_count(b->waits);
         int64_t active = b->in_flight - (int64_t)nwaits;
-        bool hold = b->redis_down || b->nstalled > 0 || active >= (int64_t)c->max_in_flight ||
+        bool hold = b->redis_down || b->nstalled > 0 || b->rewind_pending ||
+                    (b->eos && !b->txn_ready) || active >= (int64_t)c->max_in_flight ||
                     nwaits >= c->max_pending_waits;
         bool release = !b->redis_down && b->nstalled == 0 &&
                        active < (int64_t)(c->max_in_flight - c->max_in_flight / 10) &&
@@ -1310,6 +1781,7 @@ int ttb_bridge_run(ttb_bridge_t *b, const volatile sig_atomic_t *stop) {
         rd_kafka_poll(b->producer, 0);
         retry_deliveries(b);
         check_waits(b);
+        if (b->eos) eos_tick(b);
         store_offsets(b);
         if (now_us() >= b->next_lag_us) {
             update_lag(b);

@@ -182,6 +182,18 @@ static const setting_t settings[] = {
      .min = 1, .max = 10000, .def = "4", .env = "TT_BRIDGE_KAFKA_TOPIC_PARTITIONS",
      .help = "Partitions of topics the bridge creates (the replication factor is the "
              "broker's default)."},
+    {.name = "kafka.exactly_once", .kind = KIND_BOOL, .off = AT(pub.exactly_once),
+     .def = "false", .env = "TT_BRIDGE_KAFKA_EXACTLY_ONCE",
+     .help = "Kafka transactions: results, dead letters and the consumed offsets commit in one "
+             "transaction, events and the relay's position in another, so read_committed "
+             "consumers see each exactly once (needs a real Kafka broker; README, Delivery "
+             "guarantees)."},
+    {.name = "kafka.transactional_id", .kind = KIND_STRING, .off = AT(pub.transactional_id),
+     .def = "", .env = "TT_BRIDGE_KAFKA_TRANSACTIONAL_ID", .flags = F_OPTIONAL,
+     .help = "With exactly_once: this bridge's transactional.id, stable across its restarts and "
+             "unique in the group (e.g. a StatefulSet pod name), so a restart aborts what its "
+             "predecessor left open at once. Unset: one per process (a crashed bridge's open "
+             "transaction then holds read_committed readers back for transaction.timeout.ms)."},
     {.name = "kafka.properties", .kind = KIND_KV, .off = AT(pub.kafka_props),
      .off_count = AT(pub.nkafka_props), .def = "", .env = "TT_BRIDGE_KAFKA_PROPERTIES",
      .help = "librdkafka properties for every client, as \"name=value\" strings (the environment "

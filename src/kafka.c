@@ -322,12 +322,12 @@ int ttb_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, size_t n,
     return rc;
 }
 
-rd_kafka_t *ttb_kafka_producer_new(const ttb_config_t *config, const char *what,
-                                   void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *),
-                                   void (*error_cb)(rd_kafka_t *, int, const char *, void *),
-                                   void *opaque, char *errstr, size_t errstr_size) {
-    rd_kafka_conf_t *conf = ttb_kafka_conf(config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
-    if (!conf) return NULL;
+/* Creates a producer from @p conf (taken, also on failure) with its callbacks. */
+static rd_kafka_t *producer_from_conf(rd_kafka_conf_t *conf, const char *what,
+                                      void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *,
+                                                    void *),
+                                      void (*error_cb)(rd_kafka_t *, int, const char *, void *),
+                                      void *opaque, char *errstr, size_t errstr_size) {
     rd_kafka_conf_set_opaque(conf, opaque);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     if (error_cb) rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -338,6 +338,15 @@ rd_kafka_t *ttb_kafka_producer_new(const ttb_config_t *config, const char *what,
         snprintf(errstr, errstr_size, "%s: %s", what, why);
     }
     return rk; /* conf now owned by rk */
+}
+
+rd_kafka_t *ttb_kafka_producer_new(const ttb_config_t *config, const char *what,
+                                   void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *),
+                                   void (*error_cb)(rd_kafka_t *, int, const char *, void *),
+                                   void *opaque, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = ttb_kafka_conf(config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
+    if (!conf) return NULL;
+    return producer_from_conf(conf, what, dr_cb, error_cb, opaque, errstr, errstr_size);
 }
 
 int ttb_kafka_header(rd_kafka_headers_t *hdrs, const char *name, const char *value) {
@@ -381,4 +390,111 @@ rd_kafka_resp_err_t ttb_kafka_produce(rd_kafka_t *rk, const char *topic, const v
     rd_kafka_error_destroy(error);
     if (hdrs && err != RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_headers_destroy(hdrs);
     return err;
+}
+
+/* Whether the operator set @p key for the producers (kafka.properties or
+ * kafka.producer_properties): their value wins over ours. */
+static bool producer_prop_given(const ttb_config_t *config, const char *key) {
+    for (size_t i = 0; i < config->nkafka_props; i++)
+        if (strcmp(config->kafka_props[i].key, key) == 0) return true;
+    for (size_t i = 0; i < config->nproducer_props; i++)
+        if (strcmp(config->producer_props[i].key, key) == 0) return true;
+    return false;
+}
+
+rd_kafka_t *ttb_kafka_txn_producer_new(const ttb_config_t *config, const char *what,
+                                       const char *transactional_id, int timeout_ms,
+                                       void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *,
+                                                     void *),
+                                       void (*error_cb)(rd_kafka_t *, int, const char *, void *),
+                                       void *opaque, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = ttb_kafka_conf(config, TTB_KAFKA_PRODUCER, errstr, errstr_size);
+    if (!conf) return NULL;
+    /* A crashed holder's open transaction blocks read_committed readers until
+     * it times out (unless its successor has the same transactional.id):
+     * 10 s rather than librdkafka's 60 s; an operator's value wins. */
+    int rc = ttb_kafka_set(conf, "transactional.id", transactional_id, errstr, errstr_size);
+    if (!rc && !producer_prop_given(config, "transaction.timeout.ms"))
+        rc = ttb_kafka_set(conf, "transaction.timeout.ms", "10000", errstr, errstr_size);
+    if (rc) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk =
+        producer_from_conf(conf, what, dr_cb, error_cb, opaque, errstr, errstr_size);
+    if (!rk || timeout_ms <= 0) return rk;
+    /* Fences every earlier producer with this transactional.id and aborts
+     * what it left open. */
+    rd_kafka_error_t *error = rd_kafka_init_transactions(rk, timeout_ms);
+    if (error) {
+        snprintf(errstr, errstr_size, "%s: init_transactions: %s", what,
+                 rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+/* Milliseconds left until @p deadline_ms (ttb_clock_ms), at least 1. */
+static int txn_left(int64_t deadline_ms) {
+    int64_t left = deadline_ms - ttb_clock_ms();
+    return left > 1 ? (int)left : 1;
+}
+
+/* Aborts the open transaction by @p deadline_ms. @returns 0, or TTB_ERR_IO
+ * when the producer can no longer be trusted (the caller replaces it). */
+static int txn_abort(rd_kafka_t *rk, int64_t deadline_ms, char *errstr, size_t errstr_size) {
+    for (int attempt = 0; attempt < 3 && (attempt == 0 || ttb_clock_ms() < deadline_ms);
+         attempt++) {
+        rd_kafka_error_t *error = rd_kafka_abort_transaction(rk, txn_left(deadline_ms));
+        if (!error) return 0;
+        bool retry = rd_kafka_error_is_retriable(error);
+        snprintf(errstr, errstr_size, "abort_transaction: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        if (!retry) break;
+    }
+    return TTB_ERR_IO;
+}
+
+int ttb_kafka_txn_commit(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *offsets,
+                         const rd_kafka_consumer_group_metadata_t *cgmd, int timeout_ms,
+                         bool *fatal, char *errstr, size_t errstr_size) {
+    *fatal = false;
+    int64_t deadline = ttb_clock_ms() + timeout_ms;
+    rd_kafka_error_t *error = NULL;
+    if (offsets && offsets->cnt > 0) {
+        /* One that timed out cannot be resumed in librdkafka 2.0.2: any
+         * failure here aborts. */
+        error = rd_kafka_send_offsets_to_transaction(rk, offsets, cgmd, txn_left(deadline));
+        if (error) {
+            snprintf(errstr, errstr_size, "send_offsets_to_transaction: %s",
+                     rd_kafka_error_string(error));
+            *fatal = rd_kafka_error_is_fatal(error);
+            rd_kafka_error_destroy(error);
+            char why[256];
+            if (!*fatal && txn_abort(rk, deadline, why, sizeof(why))) *fatal = true;
+            return TTB_ERR_IO;
+        }
+    }
+    for (int attempt = 0; attempt < 3 && (attempt == 0 || ttb_clock_ms() < deadline); attempt++) {
+        error = rd_kafka_commit_transaction(rk, txn_left(deadline));
+        if (!error) return 0;
+        snprintf(errstr, errstr_size, "commit_transaction: %s", rd_kafka_error_string(error));
+        if (!rd_kafka_error_is_retriable(error)) break;
+        rd_kafka_error_destroy(error);
+        error = NULL;
+    }
+    if (error && rd_kafka_error_txn_requires_abort(error)) {
+        rd_kafka_error_destroy(error);
+        char why[256];
+        if (txn_abort(rk, deadline, why, sizeof(why))) *fatal = true;
+        return TTB_ERR_IO;
+    }
+    /* Fatal, or still unanswered: whether it committed is unknown. Only a new
+     * producer with the same transactional.id (which completes or aborts it)
+     * and a fresh look at the committed offsets can tell. */
+    if (error) rd_kafka_error_destroy(error);
+    *fatal = true;
+    return TTB_ERR_IO;
 }

@@ -8,11 +8,13 @@
  * Only this file exits the process.
  */
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -210,6 +212,24 @@ static void stop_companions(void *arg) {
     ttb_capture_request_stop(c->capture);
 }
 
+/* librdkafka 2.0.2's rd_kafka_send_offsets_to_transaction() can wait
+ * forever while the transaction coordinator is unreachable, whatever its
+ * timeout, so with kafka.exactly_once a stop is bounded from outside: once
+ * the signal came, the process exits at the latest 3 s after
+ * bridge.shutdown_timeout_ms. Exiting is safe there: nothing uncommitted is
+ * visible to read_committed readers, and the next owner takes it again. */
+static long watchdog_bound_ms;
+
+static void *stop_watchdog(void *arg) {
+    (void)arg;
+    struct timespec tick = {0, 100 * 1000 * 1000};
+    while (!stop_requested) nanosleep(&tick, NULL);
+    for (long waited_ms = 0; waited_ms < watchdog_bound_ms; waited_ms += 100)
+        nanosleep(&tick, NULL);
+    ttb_log_error("a kafka call did not return within the shutdown bound; exiting without it");
+    _exit(0);
+}
+
 static int run_worker(const ttb_config_t *cfg) {
     char err[512];
     struct sigaction sa;
@@ -261,6 +281,10 @@ static int run_worker(const ttb_config_t *cfg) {
     }
     companions_t companions = {relay, capture};
     ttb_bridge_on_stop(bridge, stop_companions, &companions);
+    pthread_t watchdog;
+    watchdog_bound_ms = (long)cfg->shutdown_timeout_ms + 3000;
+    if (cfg->exactly_once && pthread_create(&watchdog, NULL, stop_watchdog, NULL) == 0)
+        pthread_detach(watchdog);
     int rc = ttb_bridge_run(bridge, &stop_requested);
     ttb_capture_free(capture);
     ttb_relay_free(relay);

@@ -42,6 +42,8 @@ char *ttb_peers_settings(const ttb_config_t *c) {
     }
     fprintf(fp, " max_record_bytes=%zu max_wait_ms=%lld default_cli=%s", c->max_record_bytes,
             (long long)c->max_wait_ms, c->default_cli ? c->default_cli : "");
+    /* One bridge without transactions breaks the guarantee for the group. */
+    if (c->exactly_once) fputs(" exactly_once=true", fp);
     if (fclose(fp) != 0) {
         free(buf);
         return NULL;

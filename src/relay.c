@@ -119,6 +119,8 @@ typedef struct relay_town {
     ttb_backoff_t backoff; /* after a delivery failure: no reads before it is due */
     bool failing;       /* a delivery failure was logged and not yet recovered */
     int64_t lag;
+    rd_kafka_t *txn;    /* exactly_once: the town's transactional producer, while held */
+    bool txn_open;
 } relay_town_t;
 
 /* One queued step of a pipeline, to route its reply. */
@@ -198,8 +200,11 @@ static void relay_town_rewind(relay_town_t *t) {
     t->pos_real = t->has_cursor;
 }
 
+static void relay_town_txn_free(relay_town_t *t);
+
 static void relay_town_drop(ttb_relay_t *relay, relay_town_t *t, const char *why) {
     if (t->held) ttb_log_warn("relay stopped for town", "town", t->name, "reason", why);
+    relay_town_txn_free(t);
     relay_town_rewind(t);
     t->held = false;
     t->verify = false;
@@ -296,10 +301,10 @@ static void relay_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 }
 
 static void relay_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
-    (void)rk;
     ttb_relay_t *relay = opaque;
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
-        relay->fatal = true;
+        /* A town's transactional producer fails its commit instead. */
+        if (rk == relay->rk) relay->fatal = true;
         return;
     }
     /* A refused login or handshake is not an outage: not ready until the
@@ -438,18 +443,21 @@ static rd_kafka_resp_err_t relay_produce(ttb_relay_t *relay, size_t ti, const ch
         if (time) hrc |= ttb_kafka_header(hdrs, "ce_time", time);
         hrc |= ttb_kafka_header(hdrs, "content-type", "application/json");
     }
-    relay_msg_t *msg = malloc(sizeof(*msg));
-    if (hrc || !msg) {
+    /* Transactional: acknowledged by the commit, not message by message. */
+    relay_msg_t *msg = t->txn ? NULL : malloc(sizeof(*msg));
+    if (hrc || (!msg && !t->txn)) {
         json_decref(doc);
         rd_kafka_headers_destroy(hdrs);
         free(msg);
         return RD_KAFKA_RESP_ERR__QUEUE_FULL; /* out of memory: back off like a full queue */
     }
-    msg->town = ti;
-    msg->gen = t->gen;
-    msg->seq = t->next_seq;
+    if (msg) {
+        msg->town = ti;
+        msg->gen = t->gen;
+        msg->seq = t->next_seq;
+    }
     rd_kafka_resp_err_t err =
-        ttb_kafka_produce(relay->rk, cfg->events_topic, key, strlen(key),
+        ttb_kafka_produce(t->txn ? t->txn : relay->rk, cfg->events_topic, key, strlen(key),
                           data ? data->str : NULL, data ? data->len : 0, hdrs, msg);
     json_decref(doc); /* the key was copied */
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_headers_destroy(hdrs);
@@ -484,11 +492,169 @@ static void relay_check_gap(relay_town_t *t, relay_id_t id, int64_t ord, const c
     atomic_fetch_add_explicit(&ttb_metrics.relay_gaps, 1, memory_order_relaxed);
 }
 
+/* ---- exactly once (kafka.exactly_once) ------------------------------------ */
+/*
+ * A held town gets its own transactional producer, transactional.id
+ * "tinytown-bridge.<group>.relay.<town>": whoever takes the town over fences
+ * the previous holder in Kafka itself (init_transactions) and aborts what it
+ * left open. Each read's events are produced in one transaction together
+ * with the town's position (the last entry's id and ordinal, as the
+ * metadata of an offset committed for the group "<group>.relay.<town>" on
+ * the events topic's partition 0), so the position read_committed readers
+ * can see is exactly the last event they can see. A new holder starts from
+ * that position, read back after fencing, not from the Redis cursor, which
+ * is still written after each commit so the outbox can be trimmed. Any
+ * failure drops the town; it is taken up again from Kafka's position.
+ */
+
+static void relay_town_txn_free(relay_town_t *t) {
+    if (!t->txn) return;
+    /* Whatever is open is aborted by the next holder's init_transactions
+     * (or when transaction.timeout.ms passes). */
+    rd_kafka_purge(t->txn, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(t->txn, 0);
+    rd_kafka_destroy(t->txn);
+    t->txn = NULL;
+    t->txn_open = false;
+}
+
+/* @p ms, at most half the stop's bound (a call under way when the stop
+ * comes delays it by that), or what is left of the bound once stopping. */
+static int relay_kafka_timeout(const ttb_relay_t *relay, int ms) {
+    int half = relay->config->shutdown_timeout_ms / 2;
+    if (half < 1000) half = 1000;
+    if (ms > half) ms = half;
+    if (!atomic_load(&relay->stop)) return ms;
+    int64_t left = atomic_load(&relay->deadline_ms) - ttb_clock_ms();
+    return left < 1 ? 1 : left < ms ? (int)left : ms;
+}
+
+static void relay_town_group(const ttb_relay_t *relay, const relay_town_t *t, char *buf,
+                             size_t size) {
+    snprintf(buf, size, "%s.relay.%s", relay->config->group_id, t->name);
+}
+
+/* Reads the town's position from its group's committed offset (read
+ * committed: an open transaction on it is waited for). @returns 0 (with
+ * *found false when there is none yet) or TTB_ERR_IO. */
+static int relay_town_read_position(ttb_relay_t *relay, relay_town_t *t, bool *found,
+                                    char *errstr, size_t errstr_size) {
+    *found = false;
+    char group[TTB_KEY_BUFSZ + 64];
+    relay_town_group(relay, t, group, sizeof(group));
+    rd_kafka_conf_t *conf = ttb_kafka_conf(relay->config, TTB_KAFKA_CONSUMER, errstr, errstr_size);
+    if (!conf) return TTB_ERR_IO;
+    if (ttb_kafka_set(conf, "group.id", group, errstr, errstr_size) ||
+        ttb_kafka_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
+        ttb_kafka_set(conf, "enable.auto.commit", "false", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return TTB_ERR_IO;
+    }
+    char why[256];
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (!c) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errstr_size, "position reader: %s", why);
+        return TTB_ERR_IO;
+    }
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_t *tp =
+        rd_kafka_topic_partition_list_add(list, relay->config->events_topic, 0);
+    rd_kafka_resp_err_t err = rd_kafka_committed(c, list, relay_kafka_timeout(relay, 30000));
+    if (!err) err = tp->err;
+    int rc = 0;
+    if (err) {
+        snprintf(errstr, errstr_size, "reading the position: %s", rd_kafka_err2str(err));
+        rc = TTB_ERR_IO;
+    } else if (tp->offset >= 0 && tp->metadata && tp->metadata_size > 0) {
+        /* "<id> <ordinal>", the ordinal "-" when unknown */
+        char md[2 * RELAY_ID_BUFSZ];
+        size_t len = tp->metadata_size < sizeof(md) - 1 ? tp->metadata_size : sizeof(md) - 1;
+        memcpy(md, tp->metadata, len);
+        md[len] = '\0';
+        char *space = strchr(md, ' ');
+        relay_id_t id;
+        if (space && relay_id_parse(md, (size_t)(space - md), &id)) {
+            char *end;
+            long long ord = strtoll(space + 1, &end, 10);
+            t->acked = id;
+            t->acked_ord = end != space + 1 && *end == '\0' && ord >= 0 ? ord : -1;
+            t->has_cursor = true;
+            *found = true;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_destroy_flags(c, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return rc;
+}
+
+/* On taking a town: fences the previous holder and takes the position it
+ * committed. @returns 0, or TTB_ERR_IO (the town is not taken this time). */
+static int relay_town_txn_start(ttb_relay_t *relay, relay_town_t *t) {
+    char txn_id[TTB_KEY_BUFSZ + 96], err[512];
+    snprintf(txn_id, sizeof(txn_id), "tinytown-bridge.%s.relay.%s", relay->config->group_id,
+             t->name);
+    t->txn = ttb_kafka_txn_producer_new(relay->config, "relay producer", txn_id,
+                                        relay_kafka_timeout(relay, 30000),
+                                        relay_dr_cb, relay_error_cb, relay, err, sizeof(err));
+    bool found = false;
+    if (t->txn && relay_town_read_position(relay, t, &found, err, sizeof(err)) == 0) {
+        char buf[RELAY_ID_BUFSZ];
+        t->cursor_dirty = found; /* the Redis cursor follows Kafka's */
+        if (found)
+            ttb_log_info("relay position from kafka", "town", t->name, "after",
+                         relay_id_str(t->acked, buf));
+        return 0;
+    }
+    ttb_log_warn("relay cannot take the town over in kafka yet; retrying", "town", t->name,
+                 "error", err);
+    relay_town_txn_free(t);
+    return TTB_ERR_IO;
+}
+
+/* Commits the open transaction of @p t with its position. On failure the
+ * town is dropped (its events are aborted) and taken up again later. */
+static void relay_town_commit(ttb_relay_t *relay, relay_town_t *t) {
+    if (!t->txn_open) return;
+    t->txn_open = false;
+    char md[2 * RELAY_ID_BUFSZ], id[RELAY_ID_BUFSZ], why[512] = "";
+    if (t->pos_ord >= 0) snprintf(md, sizeof(md), "%s %" PRId64, relay_id_str(t->pos, id), t->pos_ord);
+    else snprintf(md, sizeof(md), "%s -", relay_id_str(t->pos, id));
+    char group[TTB_KEY_BUFSZ + 64];
+    relay_town_group(relay, t, group, sizeof(group));
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_t *tp =
+        rd_kafka_topic_partition_list_add(list, relay->config->events_topic, 0);
+    tp->offset = t->pos_ord >= 0 ? t->pos_ord : 0;
+    tp->metadata = strdup(md);
+    tp->metadata_size = tp->metadata ? strlen(md) : 0;
+    rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata_new(group);
+    bool fatal = false;
+    int rc = ttb_kafka_txn_commit(t->txn, list, cgmd, relay_kafka_timeout(relay, 10000), &fatal,
+                                  why, sizeof(why));
+    rd_kafka_consumer_group_metadata_destroy(cgmd);
+    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_poll(t->txn, 0); /* the flushed messages' reports */
+    if (rc) {
+        relay_town_drop(relay, t, why);
+        return;
+    }
+    size_t n = t->ring_len;
+    t->ring_len = 0;
+    t->ring_head = 0;
+    t->acked = t->pos;
+    t->acked_ord = t->pos_ord;
+    t->has_cursor = true;
+    t->cursor_dirty = true;
+    atomic_fetch_add_explicit(&ttb_metrics.events_relayed, n, memory_order_relaxed);
+    t->lag = t->lag > (int64_t)n ? t->lag - (int64_t)n : 0;
+}
+
 /* Handles a read's reply: the merged entries of tinytown's stream and the
  * outbox, each checked for a gap before it and produced in order.
  * @returns the number of entries produced; *more when the read was full and
  * all of it was produced (more is waiting). */
-static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply *r, bool *more) {
+static size_t relay_read_entries(ttb_relay_t *relay, size_t ti, const redisReply *r, bool *more) {
     relay_town_t *t = &relay->towns[ti];
     *more = false;
     if (r->elements < 5 || r->element[1]->type != REDIS_REPLY_INTEGER ||
@@ -528,6 +694,17 @@ static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply 
         if (relay_id_cmp(id, t->pos) <= 0 && t->pos_real) continue;
         if (t->ring_len >= RELAY_MAX_IN_FLIGHT) return produced;
         int64_t ord = e->element[1]->integer;
+        if (t->txn && !t->txn_open) {
+            rd_kafka_error_t *error = rd_kafka_begin_transaction(t->txn);
+            if (error) {
+                ttb_log_warn("relay cannot begin a transaction", "town", t->name, "error",
+                             rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+                relay_town_drop(relay, t, "no transaction");
+                return produced;
+            }
+            t->txn_open = true;
+        }
         rd_kafka_resp_err_t err = relay_produce(relay, ti, e->element[0]->str, e->element[3]);
         if (err) {
             /* Not queued: this entry is read again next time, after a pause. */
@@ -557,6 +734,15 @@ static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply 
     return produced;
 }
 
+/* A read's entries, committed with the town's position when exactly once. */
+static size_t relay_handle_read(ttb_relay_t *relay, size_t ti, const redisReply *r, bool *more) {
+    size_t produced = relay_read_entries(relay, ti, r, more);
+    relay_town_t *t = &relay->towns[ti];
+    if (t->txn_open) relay_town_commit(relay, t);
+    if (!t->held) *more = false;
+    return produced;
+}
+
 /* Takes over a town from its persisted cursor (or from the start of the stream). */
 static void relay_town_adopt(ttb_relay_t *relay, relay_town_t *t, const redisReply *cursor,
                              const redisReply *ordinal) {
@@ -579,6 +765,11 @@ static void relay_town_adopt(ttb_relay_t *relay, relay_town_t *t, const redisRep
         long long v = strtoll(ordinal->str, &end, 10);
         /* Beyond 2^53 entries is no stream's history, only an edited key. */
         if (end != ordinal->str && *end == '\0' && v >= 0 && v < (1LL << 53)) t->acked_ord = v;
+    }
+    if (relay->config->exactly_once && relay_town_txn_start(relay, t)) {
+        t->held = false; /* asked again after a while; the lease is still ours */
+        t->next_acquire_ms = ttb_clock_ms() + relay->lease_ms / 3;
+        return;
     }
     relay_town_rewind(t); /* from the cursor, with its ordinal re-learnt on the first read */
     char buf[RELAY_ID_BUFSZ];
@@ -803,7 +994,10 @@ static void relay_shutdown(ttb_relay_t *relay) {
                          "error", ttb_store_errstr(relay->store));
         }
     }
-    for (size_t i = 0; i < relay->ntowns; i++) relay->towns[i].held = false;
+    for (size_t i = 0; i < relay->ntowns; i++) {
+        relay->towns[i].held = false;
+        relay_town_txn_free(&relay->towns[i]);
+    }
     char left_s[24];
     snprintf(left_s, sizeof(left_s), "%zu", left);
     ttb_log_info("relay stopped", "unacknowledged", left_s);
@@ -938,7 +1132,10 @@ void ttb_relay_free(ttb_relay_t *relay) {
     relay_producer_free(relay);
     ttb_store_free(relay->store);
     if (relay->towns)
-        for (size_t i = 0; i < relay->ntowns; i++) free(relay->towns[i].ring);
+        for (size_t i = 0; i < relay->ntowns; i++) {
+            relay_town_txn_free(&relay->towns[i]);
+            free(relay->towns[i].ring);
+        }
     free(relay->towns);
     free(relay->ops);
     free(relay->wait_argv);

@@ -43,6 +43,8 @@ typedef struct ttb_config {
     char *dlq_topic;          /**< default "tinytown.commands.dlq" */
     bool create_topics;       /**< create missing topics at start, default false */
     int topic_partitions;     /**< partitions of created topics, default 4 */
+    bool exactly_once;        /**< Kafka transactions (results+offsets, events+position), default false */
+    char *transactional_id;   /**< exactly_once: the bridge's transactional.id; NULL: one per process */
     ttb_kv_t *kafka_props;    /**< passed to consumer and producer (e.g. security.protocol) */
     size_t nkafka_props;
     ttb_kv_t *consumer_props; /**< consumer only */

@@ -101,6 +101,38 @@ rd_kafka_t *ttb_kafka_producer_new(const ttb_config_t *config, const char *what,
                                    void (*error_cb)(rd_kafka_t *, int, const char *, void *),
                                    void *opaque, char *errstr, size_t errstr_size);
 
+/**
+ * Like ttb_kafka_producer_new(), but transactional (kafka.exactly_once):
+ * with @p transactional_id (copied), transaction.timeout.ms 10 s unless the
+ * operator set it, and rd_kafka_init_transactions() done (waiting at most
+ * @p timeout_ms), which fences every earlier producer with that id; with
+ * @p timeout_ms 0 that is left to the caller (it may take several calls).
+ * @returns it, or NULL with @p errstr.
+ * @locality the thread that will use it
+ */
+rd_kafka_t *ttb_kafka_txn_producer_new(const ttb_config_t *config, const char *what,
+                                       const char *transactional_id, int timeout_ms,
+                                       void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *,
+                                                     void *),
+                                       void (*error_cb)(rd_kafka_t *, int, const char *, void *),
+                                       void *opaque, char *errstr, size_t errstr_size);
+
+/**
+ * Commits the open transaction of @p rk, with @p offsets (may be NULL or
+ * empty; not taken) sent for the group of @p cgmd first, all within about
+ * @p timeout_ms (an abort after a failure included). Whatever fails is
+ * aborted here (librdkafka 2.0.2 cannot resume a send_offsets that timed
+ * out), so on TTB_ERR_IO nothing of the transaction is visible to
+ * read_committed readers, unless *@p fatal is set: then the producer is
+ * fenced or failed, or the commit's outcome is unknown, and the caller must
+ * replace it (its successor's init_transactions settles the transaction)
+ * and look at the committed offsets again.
+ * @returns 0 when committed, or TTB_ERR_IO with the reason in @p errstr.
+ */
+int ttb_kafka_txn_commit(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *offsets,
+                         const rd_kafka_consumer_group_metadata_t *cgmd, int timeout_ms,
+                         bool *fatal, char *errstr, size_t errstr_size);
+
 /** Adds a string header (copied). @returns 0 or TTB_ERR_NOMEM. */
 int ttb_kafka_header(rd_kafka_headers_t *hdrs, const char *name, const char *value);
 

@@ -301,6 +301,11 @@ class ApacheKafka:
             raise ApacheKafkaError("kafka StorageTool format failed (status %d):\n%s"
                                    % (fmt.returncode,
                                       (fmt.stdout + fmt.stderr).decode("utf-8", "replace")[-3000:]))
+        return self._run(cp)
+
+    def _run(self, cp):
+        """Starts the JVM on the formatted storage; True when it answers,
+        False when a port was taken."""
         offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         with open(os.path.join(self.dir, "stdout.log"), "ab") as out:
             self.proc = subprocess.Popen(
@@ -324,6 +329,14 @@ class ApacheKafka:
                                        "tail:\n%s" % (self.port, START_TIMEOUT,
                                                       self.log_tail(offset)))
             time.sleep(0.2)
+
+    def restart(self):
+        """Stops the broker (SIGTERM, a controlled shutdown) and starts it
+        again on the same ports and data, as an operator's rolling restart."""
+        self._terminate()
+        if not self._run(classpath()):
+            raise ApacheKafkaError("port %d or %d was taken during a restart"
+                                   % (self.port, self.controller_port))
 
     def _answers(self):
         """Ready: a metadata request answers and names this broker. A few
