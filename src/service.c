@@ -1197,15 +1197,21 @@ static int finish_wait(const ttb_command_t *cmd, const redisReply *agent_reply, 
 }
 
 /* Runs the idem script over @p av (mode and spec first), reloading the
- * scripts once if they were flushed. *reply is an array, one per command. */
+ * scripts once if they were flushed. *reply is an array, one per command,
+ * or NULL whenever an error is returned: the caller frees what it gets. */
 static int run_idem(ttb_service_t *svc, argv_buf_t *av, size_t expect, redisReply **reply) {
     for (int attempt = 0;; attempt++) {
+        *reply = NULL;
         int rc = ttb_store_append_script(svc->store, TTB_SCRIPT_IDEM, 0, (int)av->n, av->argv,
                                          av->lens);
         if (!rc) rc = ttb_store_reply(svc->store, reply);
-        if (rc) return rc;
+        if (rc) {
+            *reply = NULL;
+            return rc;
+        }
         if (ttb_reply_is_noscript(*reply) && attempt == 0) {
             freeReplyObject(*reply);
+            *reply = NULL;
             if ((rc = ttb_store_load_scripts(svc->store))) return rc;
             continue;
         }
