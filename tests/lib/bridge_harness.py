@@ -157,8 +157,14 @@ class Stack:
         else:
             self.kafka = KafkaBroker(topics=topics, brokers=brokers)
         self.bridges = []
+        # On the real broker, retries (one request in flight, so order holds):
+        # it answers NOT_LEADER while a just-created topic's metadata settles.
+        # None on the mock, whose injected produce errors are meant for the
+        # bridge, not to be used up by the harness's own retries.
+        retries = 5 if self.kind == "apache" else 0
         self.producer = KafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all",
-                                      linger_ms=0)
+                                      linger_ms=0, retries=retries, retry_backoff_ms=200,
+                                      max_in_flight_requests_per_connection=1)
         self.r = self.redis.client()
         self._results = None
         self.seen = {}  # command id -> [result dicts with key/headers/value]
