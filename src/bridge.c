@@ -1305,8 +1305,7 @@ static void watch_verify(ttb_bridge_t *b) {
     } else if (!rc && added) {
         ttb_log_warn("keyspace notifications had been turned off; turned them on again and "
                      "reading the towns again");
-        ttb_service_set_live(b->service, false);
-        ttb_service_set_live(b->service, true);
+        ttb_service_forget_directories(b->service);
         ttb_waits_touch_all(b->waits);
     }
 }

@@ -225,7 +225,8 @@ ttb_code_t ttb_dir_resolve(const ttb_directory_t *dir, const char *ref, size_t *
     size_t len;
     const char *t = ttb_str_trim(ref, &len);
     char id[TTB_UUID_BUFSZ];
-    if (len > 0 && dir->names.nbuckets && len < 4096 && ttb_uuid_parse(t, len, id) != TTB_OK) {
+    bool by_id = len > 0 && ttb_uuid_parse(t, len, id) == TTB_OK;
+    if (len > 0 && dir->names.nbuckets && len < 4096 && !by_id) {
         /* One agent with exactly this name wins (as in ttb_agent_resolve). */
         char key[4096];
         memcpy(key, t, len);
@@ -242,7 +243,7 @@ ttb_code_t ttb_dir_resolve(const ttb_directory_t *dir, const char *ref, size_t *
             return TTB_CODE_OK;
         }
     }
-    if (len > 0 && ttb_uuid_parse(t, len, id) == TTB_OK) {
+    if (by_id) {
         const entry_t *e = find(dir, id);
         if (e) {
             if (index) *index = (size_t)(e - dir->entries);

@@ -99,11 +99,14 @@ static ttb_directory_t *town_dir(ttb_service_t *svc, const char *town, size_t le
     return d->dir;
 }
 
+void ttb_service_forget_directories(ttb_service_t *svc) {
+    for (size_t i = 0; i < svc->ndirs; i++) ttb_dir_clear(svc->dirs[i].dir);
+}
+
 void ttb_service_set_live(ttb_service_t *svc, bool live) {
     if (live == svc->live) return;
     svc->live = live;
-    /* Whatever changed while nobody listened: read every town again. */
-    for (size_t i = 0; i < svc->ndirs; i++) ttb_dir_clear(svc->dirs[i].dir);
+    ttb_service_forget_directories(svc); /* what changed while nobody listened */
 }
 
 void ttb_service_agent_touched(ttb_service_t *svc, const char *town, const char *id,

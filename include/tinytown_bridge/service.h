@@ -67,6 +67,10 @@ void ttb_service_free(ttb_service_t *svc);
  */
 void ttb_service_set_live(ttb_service_t *svc, bool live);
 
+/** Makes every town's directory be read whole again before its next use
+ * (notifications may have been lost). */
+void ttb_service_forget_directories(ttb_service_t *svc);
+
 /** A notification for `tt:{town}:agent:<id>`: that agent is read again before
  * its town's directory is next used. */
 void ttb_service_agent_touched(ttb_service_t *svc, const char *town, const char *id,
