@@ -108,6 +108,17 @@ def test_shell_entry_points():
     assert not os.path.exists(d)
 
 
+def test_kafka_cluster_ids_never_look_like_options():
+    # kafka-storage's argument parser reads an id starting with "-" as an
+    # option and prints its usage; base64url starts one id in 64 that way.
+    # Kafka's own Uuid.randomUuid() draws again in that case, and so must we.
+    import apache_kafka
+    ids = [apache_kafka._cluster_id() for _ in range(5000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids), \
+        [i for i in ids if i.startswith("-")][:3]
+    assert len(set(ids)) == len(ids)
+
+
 def test_runner_reports_failures():
     # The runner itself: one passing and one failing test → exit 1 and counts.
     code = ("import sys; sys.path.insert(0, %r)\n"

@@ -135,7 +135,12 @@ def classpath():
 
 def _cluster_id():
     # Kafka's Uuid.toString(): 16 random bytes, base64url without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Like Uuid.randomUuid(), draw again when the id starts with "-": the
+    # storage tool's argument parser would take it for an option.
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _admin(bootstrap, **extra):
