@@ -386,7 +386,7 @@ static int store_open(const ttb_store_t *store, int timeout_ms, redisContext **o
     *tunnel = NULL;
     if (store->use_tls) {
         if (!store->tls) {
-            snprintf(errstr, errstr_size, "TLS: %s", store->tls_error);
+            snprintf(errstr, errstr_size, "TLS: %.200s", store->tls_error);
             return TTB_ERR_INVALID;
         }
         int fd;
