@@ -7,19 +7,25 @@ local town, cmd_id, spec, op, id, ts_hash, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[
 local idem = idem_spec(town, cmd_id, spec)
 local prev = idem_get(idem)
 if prev then return prev end
-if not as_seen(town, id, 8) then return STALE end
-
+-- One read of the agent for every check below (a fifth of the script's
+-- cost was reading it field by field).
 local akey = tkey(town, 'agent', id)
-local status = agent_status(town, id)
-if status == 'none' then
+local kind = type_of(akey)
+local f = kind == 'hash' and
+          redis.call('HMGET', akey, 'name', 'nickname', 'role_id', 'id', 'state') or nil
+if not seen_matches(f, 8) then return STALE end
+if kind == 'none' then
   return finish(idem, op, 'agent_not_found', 'agent ' .. id .. ' not found', ts, {})
-elseif status ~= 'hash' then
-  return finish(idem, op, type_of(akey) == 'hash' and 'agent_not_found' or 'internal', status, ts, {})
+elseif kind ~= 'hash' then
+  return finish(idem, op, 'internal', akey .. ' holds a ' .. kind .. ', not a hash', ts, {})
+elseif f[4] ~= id then
+  return finish(idem, op, 'agent_not_found', unreadable(akey, id), ts, {})
 end
-local bad = wrong_type(concat(agent_keys(town, id), town_keys(town)))
+local bad = wrong_type(concat({ tkey(town, 'activity', id), 'list',
+                                tkey(town, 'events:agent', id), 'stream' }, town_keys(town)))
 if bad then return finish(idem, op, 'internal', bad, ts, {}) end
-local state = norm_state(redis.call('HGET', akey, 'state'))
-local name = redis.call('HGET', akey, 'name') or id
+local state = norm_state(f[5])
+local name = f[1] or id
 local old = STATE_TITLE[state]
 
 if op == 'kill' then
