@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A town's agents in memory: an array of agents (removal moves the last one
- * into the hole), and two chained hash tables of array indexes, by id and by
- * exact name. The array is what ttb_agent_resolve walks when a reference is
- * not exactly one agent's name; the tables make the common cases O(1).
+ * A town's agents in memory: an array of small entries (removal moves the
+ * last one into the hole), and two chained hash tables of array indexes: by
+ * id, and by name folded to ASCII lower case (a spawn's name check ignores
+ * case; an exact-name lookup walks the same chain and compares exactly).
+ * Chains link entries by index, so the array may move without relinking.
+ *
+ * An entry is the id, a few flags and one allocation holding the decoded
+ * name, nickname and role_id, then the stored bytes of the three when they
+ * differ (rare: a NUL or invalid UTF-8 in a field). At 100,000 agents that
+ * is about 10 MiB, where whole agents took five times as much.
  */
 #include "tinytown_bridge/directory.h"
 
@@ -13,29 +19,27 @@
 /* More dirty agents than this, or than the town has, and one SCAN of the
  * whole town is cheaper than reading them one by one. */
 #define DIRTY_MAX 16384
+#define END UINT32_MAX /* the end of a chain */
 
-typedef struct node {
-    struct node *next;
-    size_t index;
-} node_t;
-
-typedef struct table {
-    node_t **buckets;
-    size_t nbuckets; /* a power of two, or 0 */
-} table_t;
+enum {
+    HAS_NICKNAME = 1, /* the agent has a nickname (else the decoded one is NULL) */
+    HAS_ROLE = 2,     /* the agent has a role_id */
+    HAS_RAW = 4,      /* the stored bytes follow the decoded strings */
+    DIRTY = 8,        /* in the dirty list already */
+};
 
 typedef struct entry {
-    ttb_agent_t agent;
-    /* The stored bytes, when they differ from the decoded fields; else NULL. */
-    char *raw_name, *raw_nickname, *raw_role_id;
-    node_t by_id, by_name; /* this entry's nodes in the two tables */
-    bool dirty;            /* in the dirty list already */
+    char id[TTB_UUID_BUFSZ];
+    uint8_t flags;
+    uint32_t next_id, next_name; /* the next entry of this one's chains */
+    char *strs;                  /* name, nickname, role_id [, their stored bytes] */
 } entry_t;
 
 struct ttb_directory {
     entry_t *entries;
     size_t n, cap;
-    table_t ids, names;
+    uint32_t *by_id, *by_name; /* chain heads */
+    size_t nbuckets;           /* a power of two, or 0 */
     bool valid;
     int64_t filled_ms;
     char (*dirty)[TTB_UUID_BUFSZ];
@@ -44,80 +48,98 @@ struct ttb_directory {
 };
 
 /* FNV-1a: short keys, no adversary to fear (a collision costs a compare). */
-static uint64_t hash_str(const char *s) {
+static uint64_t hash_str(const char *s, bool fold) {
     uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (fold && c >= 'A' && c <= 'Z') c = (unsigned char)(c - 'A' + 'a');
+        h = (h ^ c) * 1099511628211ull;
+    }
     return h;
 }
 
-static const char *entry_name(const entry_t *e) { return e->agent.name ? e->agent.name : ""; }
-
-static node_t **bucket(table_t *t, const char *key) {
-    return &t->buckets[hash_str(key) & (t->nbuckets - 1)];
+static bool eq_fold(const char *a, const char *b) {
+    for (;; a++, b++) {
+        unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+        if (x >= 'A' && x <= 'Z') x = (unsigned char)(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z') y = (unsigned char)(y - 'A' + 'a');
+        if (x != y) return false;
+        if (!x) return true;
+    }
 }
 
-static const char *key_of(const ttb_directory_t *dir, const table_t *t, size_t index) {
-    const entry_t *e = &dir->entries[index];
-    return t == &dir->ids ? e->agent.id : entry_name(e);
+/* String @p k of the entry's block: 0 name, 1 nickname, 2 role_id, 3..5
+ * their stored bytes (only with HAS_RAW). */
+static const char *str_at(const entry_t *e, int k) {
+    const char *s = e->strs;
+    for (; k > 0; k--) s += strlen(s) + 1;
+    return s;
 }
 
-static void table_unlink(ttb_directory_t *dir, table_t *t, node_t *node) {
-    node_t **p = bucket(t, key_of(dir, t, node->index));
-    while (*p && *p != node) p = &(*p)->next;
-    if (*p) *p = node->next;
+static const char *entry_name(const entry_t *e) { return e->strs; }
+
+static uint32_t *chain_head(const ttb_directory_t *dir, bool names, const char *key) {
+    uint32_t *table = names ? dir->by_name : dir->by_id;
+    return &table[hash_str(key, names) & (dir->nbuckets - 1)];
 }
 
-static void table_link(ttb_directory_t *dir, table_t *t, node_t *node) {
-    node_t **p = bucket(t, key_of(dir, t, node->index));
-    node->next = *p;
-    *p = node;
+static uint32_t *next_of(entry_t *e, bool names) { return names ? &e->next_name : &e->next_id; }
+
+static const char *key_of(const entry_t *e, bool names) { return names ? entry_name(e) : e->id; }
+
+static void link_at(ttb_directory_t *dir, size_t i, bool names) {
+    entry_t *e = &dir->entries[i];
+    uint32_t *head = chain_head(dir, names, key_of(e, names));
+    *next_of(e, names) = *head;
+    *head = (uint32_t)i;
 }
 
-/* Rebuilds both tables for at least @p need entries (the nodes live in the
- * entries, which may just have moved). */
+static void unlink_at(ttb_directory_t *dir, size_t i, bool names) {
+    entry_t *e = &dir->entries[i];
+    uint32_t *p = chain_head(dir, names, key_of(e, names));
+    while (*p != END && *p != i) p = next_of(&dir->entries[*p], names);
+    if (*p != END) *p = *next_of(e, names);
+}
+
+/* Tables of at least @p need buckets, every entry linked again. */
 static int rehash(ttb_directory_t *dir, size_t need) {
-    size_t nb = dir->ids.nbuckets ? dir->ids.nbuckets : 64;
+    size_t nb = dir->nbuckets ? dir->nbuckets : 64;
     while (nb < need) nb *= 2;
-    node_t **a = calloc(nb, sizeof(*a)), **b = calloc(nb, sizeof(*b));
+    uint32_t *a = malloc(nb * sizeof(*a)), *b = malloc(nb * sizeof(*b));
     if (!a || !b) {
         free(a);
         free(b);
         return TTB_ERR_NOMEM;
     }
-    free(dir->ids.buckets);
-    free(dir->names.buckets);
-    dir->ids = (table_t){a, nb};
-    dir->names = (table_t){b, nb};
+    memset(a, 0xff, nb * sizeof(*a));
+    memset(b, 0xff, nb * sizeof(*b));
+    free(dir->by_id);
+    free(dir->by_name);
+    dir->by_id = a;
+    dir->by_name = b;
+    dir->nbuckets = nb;
     for (size_t i = 0; i < dir->n; i++) {
-        dir->entries[i].by_id.index = dir->entries[i].by_name.index = i;
-        table_link(dir, &dir->ids, &dir->entries[i].by_id);
-        table_link(dir, &dir->names, &dir->entries[i].by_name);
+        link_at(dir, i, false);
+        link_at(dir, i, true);
     }
     return 0;
 }
 
 static entry_t *find(const ttb_directory_t *dir, const char *id) {
-    if (!dir->ids.nbuckets) return NULL;
-    for (node_t *p = dir->ids.buckets[hash_str(id) & (dir->ids.nbuckets - 1)]; p; p = p->next)
-        if (strcmp(dir->entries[p->index].agent.id, id) == 0) return &dir->entries[p->index];
+    if (!dir->nbuckets) return NULL;
+    for (uint32_t i = *chain_head(dir, false, id); i != END; i = dir->entries[i].next_id)
+        if (strcmp(dir->entries[i].id, id) == 0) return &dir->entries[i];
     return NULL;
 }
 
 ttb_directory_t *ttb_dir_new(void) { return calloc(1, sizeof(ttb_directory_t)); }
 
-static void entry_clear(entry_t *e) {
-    ttb_agent_clear(&e->agent);
-    free(e->raw_name);
-    free(e->raw_nickname);
-    free(e->raw_role_id);
-}
-
 void ttb_dir_clear(ttb_directory_t *dir) {
-    for (size_t i = 0; i < dir->n; i++) entry_clear(&dir->entries[i]);
+    for (size_t i = 0; i < dir->n; i++) free(dir->entries[i].strs);
     dir->n = 0;
-    if (dir->ids.nbuckets) {
-        memset(dir->ids.buckets, 0, dir->ids.nbuckets * sizeof(node_t *));
-        memset(dir->names.buckets, 0, dir->names.nbuckets * sizeof(node_t *));
+    if (dir->nbuckets) {
+        memset(dir->by_id, 0xff, dir->nbuckets * sizeof(uint32_t));
+        memset(dir->by_name, 0xff, dir->nbuckets * sizeof(uint32_t));
     }
     dir->valid = false;
     dir->ndirty = 0;
@@ -127,8 +149,8 @@ void ttb_dir_free(ttb_directory_t *dir) {
     if (!dir) return;
     ttb_dir_clear(dir);
     free(dir->entries);
-    free(dir->ids.buckets);
-    free(dir->names.buckets);
+    free(dir->by_id);
+    free(dir->by_name);
     free(dir->dirty);
     free(dir->dirty_view);
     free(dir);
@@ -145,79 +167,131 @@ int64_t ttb_dir_age_ms(const ttb_directory_t *dir, int64_t now_ms) {
     return now_ms - dir->filled_ms;
 }
 
-/* A copy of @p raw when it differs from @p decoded, else NULL (in *out). */
-static int keep_raw(const char *raw, const char *decoded, char **out) {
-    *out = NULL;
-    if (!raw || strcmp(raw, decoded ? decoded : "") == 0) return 0;
-    *out = strdup(raw);
-    return *out ? 0 : TTB_ERR_NOMEM;
+/* The entry's string block for @p agent (and @p seen, when its stored bytes
+ * differ from the decoded fields), or NULL. */
+static char *make_strs(const ttb_agent_t *agent, const ttb_dir_seen_t *seen, uint8_t *flags) {
+    const char *dec[3] = {agent->name ? agent->name : "", agent->nickname ? agent->nickname : "",
+                          agent->role_id ? agent->role_id : ""};
+    const char *raw[3] = {NULL, NULL, NULL};
+    *flags = (uint8_t)((agent->nickname ? HAS_NICKNAME : 0) | (agent->role_id ? HAS_ROLE : 0));
+    if (seen) {
+        raw[0] = seen->name, raw[1] = seen->nickname, raw[2] = seen->role_id;
+        for (int k = 0; k < 3; k++)
+            if (raw[k] && strcmp(raw[k], dec[k]) != 0) *flags |= HAS_RAW;
+    }
+    size_t len[6], total = 0;
+    for (int k = 0; k < 6; k++) {
+        const char *s = k < 3 ? dec[k] : (*flags & HAS_RAW) ? (raw[k - 3] ? raw[k - 3] : dec[k - 3]) : NULL;
+        len[k] = s ? strlen(s) + 1 : 0;
+        total += len[k];
+    }
+    char *block = malloc(total), *w = block;
+    if (!block) return NULL;
+    for (int k = 0; k < 6 && len[k]; k++) {
+        const char *s = k < 3 ? dec[k] : raw[k - 3] ? raw[k - 3] : dec[k - 3];
+        memcpy(w, s, len[k]);
+        w += len[k];
+    }
+    return block;
 }
 
 int ttb_dir_put(ttb_directory_t *dir, ttb_agent_t *agent, const ttb_dir_seen_t *seen) {
-    entry_t fresh = {.agent = *agent};
-    memset(agent, 0, sizeof(*agent));
-    int rc = 0;
-    if (seen) {
-        rc = keep_raw(seen->name, fresh.agent.name, &fresh.raw_name);
-        if (!rc) rc = keep_raw(seen->nickname, fresh.agent.nickname, &fresh.raw_nickname);
-        if (!rc) rc = keep_raw(seen->role_id, fresh.agent.role_id, &fresh.raw_role_id);
+    uint8_t flags;
+    char *strs = make_strs(agent, seen, &flags);
+    char id[TTB_UUID_BUFSZ];
+    memcpy(id, agent->id, sizeof(id));
+    ttb_agent_clear(agent);
+    if (!strs) return TTB_ERR_NOMEM;
+
+    entry_t *e = find(dir, id);
+    if (e) { /* replaced in place: only its name may move chains */
+        size_t i = (size_t)(e - dir->entries);
+        unlink_at(dir, i, true);
+        free(e->strs);
+        e->strs = strs;
+        e->flags = (uint8_t)(flags | (e->flags & DIRTY));
+        link_at(dir, i, true);
+        return 0;
     }
-    if (!rc && dir->n == dir->cap) {
+    if (dir->n == dir->cap) {
         size_t cap = dir->cap ? dir->cap * 2 : 64;
-        entry_t *grown = realloc(dir->entries, cap * sizeof(*grown));
+        entry_t *grown = cap < END ? realloc(dir->entries, cap * sizeof(*grown)) : NULL;
         if (!grown) {
-            rc = TTB_ERR_NOMEM;
-        } else {
-            dir->entries = grown;
-            dir->cap = cap;
-            /* The nodes moved with the entries: relink everything. */
-            rc = rehash(dir, cap);
+            free(strs);
+            return TTB_ERR_NOMEM;
         }
+        dir->entries = grown;
+        dir->cap = cap;
     }
-    if (rc) {
-        entry_clear(&fresh);
-        return rc;
+    if (dir->n + 1 > dir->nbuckets && rehash(dir, dir->n + 1)) {
+        free(strs);
+        return TTB_ERR_NOMEM;
     }
-    ttb_dir_remove(dir, fresh.agent.id);
     size_t i = dir->n++;
-    dir->entries[i] = fresh;
-    dir->entries[i].by_id.index = dir->entries[i].by_name.index = i;
-    table_link(dir, &dir->ids, &dir->entries[i].by_id);
-    table_link(dir, &dir->names, &dir->entries[i].by_name);
+    entry_t *fresh = &dir->entries[i];
+    memcpy(fresh->id, id, sizeof(id));
+    fresh->flags = flags;
+    fresh->strs = strs;
+    link_at(dir, i, false);
+    link_at(dir, i, true);
     return 0;
 }
 
 void ttb_dir_remove(ttb_directory_t *dir, const char *id) {
     entry_t *e = find(dir, id);
     if (!e) return;
-    table_unlink(dir, &dir->ids, &e->by_id);
-    table_unlink(dir, &dir->names, &e->by_name);
-    entry_clear(e);
-    size_t i = (size_t)(e - dir->entries), last = --dir->n;
-    if (i == last) return;
-    entry_t *moved = &dir->entries[last];
-    table_unlink(dir, &dir->ids, &moved->by_id);
-    table_unlink(dir, &dir->names, &moved->by_name);
-    *e = *moved;
-    e->by_id.index = e->by_name.index = i;
-    table_link(dir, &dir->ids, &e->by_id);
-    table_link(dir, &dir->names, &e->by_name);
+    size_t i = (size_t)(e - dir->entries), last = dir->n - 1;
+    unlink_at(dir, i, false);
+    unlink_at(dir, i, true);
+    free(e->strs);
+    if (i != last) {
+        unlink_at(dir, last, false);
+        unlink_at(dir, last, true);
+        *e = dir->entries[last];
+        dir->n--;
+        link_at(dir, i, false);
+        link_at(dir, i, true);
+    } else {
+        dir->n--;
+    }
 }
 
 size_t ttb_dir_count(const ttb_directory_t *dir) { return dir->n; }
 
-const ttb_agent_t *ttb_dir_agent(const ttb_directory_t *dir, size_t index) {
-    return &dir->entries[index].agent;
+const char *ttb_dir_id(const ttb_directory_t *dir, size_t index) {
+    return dir->entries[index].id;
+}
+
+ttb_agent_t ttb_dir_agent(const ttb_directory_t *dir, size_t index) {
+    const entry_t *e = &dir->entries[index];
+    ttb_agent_t a;
+    memset(&a, 0, sizeof(a));
+    memcpy(a.id, e->id, sizeof(a.id));
+    /* Borrowed: the agent is a view, never cleared by its holder. */
+    a.name = (char *)(uintptr_t)entry_name(e);
+    a.nickname = e->flags & HAS_NICKNAME ? (char *)(uintptr_t)str_at(e, 1) : NULL;
+    a.role_id = e->flags & HAS_ROLE ? (char *)(uintptr_t)str_at(e, 2) : NULL;
+    return a;
 }
 
 ttb_dir_seen_t ttb_dir_seen(const ttb_directory_t *dir, size_t index) {
     const entry_t *e = &dir->entries[index];
-    ttb_dir_seen_t s = {
-        e->raw_name ? e->raw_name : entry_name(e),
-        e->raw_nickname ? e->raw_nickname : e->agent.nickname ? e->agent.nickname : "",
-        e->raw_role_id ? e->raw_role_id : e->agent.role_id ? e->agent.role_id : "",
-    };
+    int base = e->flags & HAS_RAW ? 3 : 0;
+    ttb_dir_seen_t s = {str_at(e, base), str_at(e, base + 1), str_at(e, base + 2)};
     return s;
+}
+
+size_t ttb_dir_name_holders(const ttb_directory_t *dir, const char *name, const char **ids,
+                            size_t max) {
+    size_t found = 0;
+    if (!dir->nbuckets) return 0;
+    for (uint32_t i = *chain_head(dir, true, name); i != END; i = dir->entries[i].next_name) {
+        const entry_t *e = &dir->entries[i];
+        if (!eq_fold(entry_name(e), name)) continue;
+        if (found < max) ids[found] = e->id;
+        found++;
+    }
+    return found;
 }
 
 ttb_code_t ttb_dir_resolve(const ttb_directory_t *dir, const char *ref, size_t *index,
@@ -226,16 +300,16 @@ ttb_code_t ttb_dir_resolve(const ttb_directory_t *dir, const char *ref, size_t *
     const char *t = ttb_str_trim(ref, &len);
     char id[TTB_UUID_BUFSZ];
     bool by_id = len > 0 && ttb_uuid_parse(t, len, id) == TTB_OK;
-    if (len > 0 && dir->names.nbuckets && len < 4096 && !by_id) {
+    if (len > 0 && dir->nbuckets && len < 4096 && !by_id) {
         /* One agent with exactly this name wins (as in ttb_agent_resolve). */
         char key[4096];
         memcpy(key, t, len);
         key[len] = '\0';
         size_t found = 0, first = 0;
-        const node_t *p = dir->names.buckets[hash_str(key) & (dir->names.nbuckets - 1)];
-        for (; p && found < 2; p = p->next) {
-            if (strcmp(entry_name(&dir->entries[p->index]), key) != 0) continue;
-            if (found++ == 0) first = p->index;
+        for (uint32_t i = *chain_head(dir, true, key); i != END && found < 2;
+             i = dir->entries[i].next_name) {
+            if (strcmp(entry_name(&dir->entries[i]), key) != 0) continue;
+            if (found++ == 0) first = i;
         }
         if (found == 1) {
             if (index) *index = first;
@@ -251,13 +325,13 @@ ttb_code_t ttb_dir_resolve(const ttb_directory_t *dir, const char *ref, size_t *
             return TTB_CODE_OK;
         }
     }
-    /* The rare paths walk every agent, in a contiguous copy. */
+    /* The rare paths walk every agent, as views in a contiguous array. */
     ttb_agent_t *flat = malloc(sizeof(*flat) * (dir->n ? dir->n : 1));
     if (!flat) {
         if (errstr && errstr_size) snprintf(errstr, errstr_size, "out of memory");
         return TTB_CODE_INTERNAL;
     }
-    for (size_t i = 0; i < dir->n; i++) flat[i] = dir->entries[i].agent;
+    for (size_t i = 0; i < dir->n; i++) flat[i] = ttb_dir_agent(dir, i);
     ttb_code_t code = ttb_agent_resolve(flat, dir->n, ref, index, errstr, errstr_size);
     free(flat);
     return code;
@@ -276,8 +350,8 @@ int ttb_dir_touch(ttb_directory_t *dir, const char *id, size_t len) {
         return 0;
     }
     entry_t *e = find(dir, uuid);
-    if (e && e->dirty) return 0; /* a busy agent is notified many times */
-    if (e) e->dirty = true;
+    if (e && (e->flags & DIRTY)) return 0; /* a busy agent is notified many times */
+    if (e) e->flags |= DIRTY;
     if (dir->ndirty == dir->capdirty) {
         size_t cap = dir->capdirty ? dir->capdirty * 2 : 32;
         void *grown = realloc(dir->dirty, cap * sizeof(*dir->dirty));
@@ -318,7 +392,7 @@ size_t ttb_dir_dirty(ttb_directory_t *d, const char *const **ids) {
 void ttb_dir_clear_dirty(ttb_directory_t *dir) {
     for (size_t i = 0; i < dir->ndirty; i++) {
         entry_t *e = find(dir, dir->dirty[i]);
-        if (e) e->dirty = false;
+        if (e) e->flags &= (uint8_t)~DIRTY;
     }
     dir->ndirty = 0;
 }

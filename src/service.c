@@ -448,6 +448,29 @@ static ttb_dir_seen_t seen_of(const redisReply *h) {
     return seen;
 }
 
+/* The fields the directory keeps, in the order dir_refresh asks for them. */
+static const char *const DIR_FIELDS[] = {"id", "name", "nickname", "role_id"};
+#define NDIR_FIELDS (sizeof(DIR_FIELDS) / sizeof(DIR_FIELDS[0]))
+
+/* An HMGET of DIR_FIELDS as the HGETALL reply of those fields (absent ones
+ * left out), so one decoder reads both. */
+static redisReply *hmget_as_hash(const redisReply *m, redisReply *out, redisReply *elems[],
+                                 redisReply names[]) {
+    memset(out, 0, sizeof(*out));
+    out->type = REDIS_REPLY_ARRAY;
+    out->element = elems;
+    for (size_t k = 0; m->type == REDIS_REPLY_ARRAY && k < m->elements && k < NDIR_FIELDS; k++) {
+        if (m->element[k]->type != REDIS_REPLY_STRING) continue;
+        memset(&names[k], 0, sizeof(names[k]));
+        names[k].type = REDIS_REPLY_STRING;
+        names[k].str = (char *)(uintptr_t)DIR_FIELDS[k];
+        names[k].len = strlen(DIR_FIELDS[k]);
+        elems[out->elements++] = &names[k];
+        elems[out->elements++] = m->element[k];
+    }
+    return out;
+}
+
 /* Puts the agent of an HGETALL reply for @p id (NULL: whatever id it has)
  * into the directory, or removes @p id when there is no agent there. */
 static int dir_take(ttb_directory_t *dir, const redisReply *h, const char *id, ttb_time_t now) {
@@ -478,21 +501,24 @@ static int read_dir_page(ttb_store_t *store, town_view_t *v, size_t nkeys, bool 
     return read_each(store, v, nkeys, now, take_dir_agent);
 }
 
-/* Reads again, in one round trip, the agents notified since the last use. */
+/* Reads again, in one round trip, the identity of the agents notified since
+ * the last use (what the directory keeps, not the whole hash). */
 static int dir_refresh(ttb_service_t *svc, ttb_directory_t *dir, const char *town, ttb_time_t now) {
     const char *const *ids;
     size_t n = ttb_dir_dirty(dir, &ids);
     for (size_t i = 0; i < n; i++) {
-        int rc = ttb_store_appendf(svc->store, "HGETALL tt:%s:agent:%s", town, ids[i]);
+        int rc = ttb_store_appendf(svc->store, "HMGET tt:%s:agent:%s %s %s %s %s", town, ids[i],
+                                   DIR_FIELDS[0], DIR_FIELDS[1], DIR_FIELDS[2], DIR_FIELDS[3]);
         if (rc) return rc;
     }
     int first_err = 0;
     for (size_t i = 0; i < n; i++) {
-        redisReply *h;
-        int rc = ttb_store_reply(svc->store, &h);
+        redisReply *m, as_hash, *elems[2 * NDIR_FIELDS], names[NDIR_FIELDS];
+        int rc = ttb_store_reply(svc->store, &m);
         if (rc) return rc;
-        if (!first_err && ttb_dir_valid(dir)) first_err = dir_take(dir, h, ids[i], now);
-        freeReplyObject(h);
+        if (!first_err && ttb_dir_valid(dir))
+            first_err = dir_take(dir, hmget_as_hash(m, &as_hash, elems, names), ids[i], now);
+        freeReplyObject(m);
     }
     if (!first_err) ttb_dir_clear_dirty(dir);
     return first_err;
@@ -829,7 +855,7 @@ static int resolve(const ttb_command_t *cmd, const char *ref, town_view_t *v, bo
             int rc = render_error(cmd, code, err, out);
             return rc ? rc : 0;
         }
-        memcpy(id, ttb_dir_agent(v->dir, idx)->id, TTB_UUID_BUFSZ);
+        memcpy(id, ttb_dir_id(v->dir, idx), TTB_UUID_BUFSZ);
         int rc = expect ? expect_set(expect, ttb_dir_seen(v->dir, idx)) : 0;
         return rc ? rc : 1;
     }
@@ -934,9 +960,10 @@ static int spawned_to_dir(ttb_directory_t *dir, const ttb_agent_t *a, const ttb_
 
 /* The agents a spawn's name check looks at: those with its name, any case. */
 static size_t name_holders(const town_view_t *v, const char *name, const char **ids, size_t max) {
-    size_t n = v->dir ? ttb_dir_count(v->dir) : v->nagents, found = 0;
-    for (size_t i = 0; i < n; i++) {
-        const ttb_agent_t *a = v->dir ? ttb_dir_agent(v->dir, i) : &v->agents[i].agent;
+    if (v->dir) return ttb_dir_name_holders(v->dir, name, ids, max);
+    size_t found = 0;
+    for (size_t i = 0; i < v->nagents; i++) {
+        const ttb_agent_t *a = &v->agents[i].agent;
         if (strcasecmp(a->name, name) != 0) continue;
         if (found < max) ids[found] = a->id;
         found++;

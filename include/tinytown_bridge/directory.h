@@ -13,9 +13,13 @@
  * the directory saw (see transition.lua), and the bridge re-reads and resolves
  * again when it does not.
  *
- * Lookups by id and by exact name are hash lookups; only a reference that is
- * not exactly one agent's name (a nickname, a label, a short id, a name held
- * twice, no match) walks the agents, as ttb_agent_resolve does.
+ * Lookups by id, by exact name and by name in any case (a spawn's name
+ * check) are hash lookups; only a reference that is not exactly one agent's
+ * name (a nickname, a label, a short id, a name held twice, no match) walks
+ * the agents, as ttb_agent_resolve does.
+ *
+ * It keeps only what resolution reads: each agent's id, name, nickname and
+ * role (about 100 bytes an agent), not the whole agent.
  *
  * Not thread-safe; owned by the service, on the bridge's main thread.
  */
@@ -52,19 +56,29 @@ void ttb_dir_set_valid(ttb_directory_t *dir, int64_t now_ms);
 int64_t ttb_dir_age_ms(const ttb_directory_t *dir, int64_t now_ms);
 
 /**
- * Adds @p agent, or replaces the agent with its id. The directory takes the
- * agent's strings (@p agent is zeroed). @p seen is copied; NULL means the
- * decoded fields are the stored ones.
- * @returns 0 or TTB_ERR_NOMEM (then @p agent is cleared).
+ * Adds @p agent, or replaces the agent with its id. The directory copies the
+ * agent's id, name, nickname and role_id, then clears @p agent. @p seen is
+ * copied; NULL means the decoded fields are the stored ones.
+ * @returns 0 or TTB_ERR_NOMEM (@p agent is cleared either way).
  */
 int ttb_dir_put(ttb_directory_t *dir, ttb_agent_t *agent, const ttb_dir_seen_t *seen);
 /** Removes the agent with id @p id, if there is one. */
 void ttb_dir_remove(ttb_directory_t *dir, const char *id);
 
 size_t ttb_dir_count(const ttb_directory_t *dir);
-/** Agent @p index (0 <= index < count; no particular order), valid until
- * the next change. */
-const ttb_agent_t *ttb_dir_agent(const ttb_directory_t *dir, size_t index);
+/** Agent @p index (0 <= index < count; no particular order): its id, name,
+ * nickname and role_id, borrowed until the next change; every other field
+ * is zero. */
+ttb_agent_t ttb_dir_agent(const ttb_directory_t *dir, size_t index);
+/** The id of agent @p index (0 <= index < count). */
+const char *ttb_dir_id(const ttb_directory_t *dir, size_t index);
+/**
+ * The agents whose name equals @p name ignoring ASCII case (a spawn's name
+ * check): up to @p max of their ids into @p ids (borrowed until the next
+ * change). @returns how many there are.
+ */
+size_t ttb_dir_name_holders(const ttb_directory_t *dir, const char *name, const char **ids,
+                            size_t max);
 /** The stored identity of agent @p index (0 <= index < count). */
 ttb_dir_seen_t ttb_dir_seen(const ttb_directory_t *dir, size_t index);
 

@@ -7,12 +7,14 @@
  * each, until too many make the directory invalid.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <cmocka.h>
 
 #include "tinytown_bridge/directory.h"
@@ -49,7 +51,7 @@ static ttb_agent_t *flat(const ttb_directory_t *d) {
     size_t n = ttb_dir_count(d);
     ttb_agent_t *f = malloc(sizeof(*f) * (n ? n : 1));
     assert_non_null(f);
-    for (size_t i = 0; i < n; i++) f[i] = *ttb_dir_agent(d, i);
+    for (size_t i = 0; i < n; i++) f[i] = ttb_dir_agent(d, i);
     return f;
 }
 
@@ -86,6 +88,35 @@ static void check_refs(const ttb_directory_t *d) {
     assert_same_answers(d, "");
 }
 
+/* A spawn's name check: the ids of the agents whose name equals @p name in
+ * any ASCII case, as a walk with strcasecmp finds them. */
+static void assert_name_holders(const ttb_directory_t *d, const char *name) {
+    const char *ids[8];
+    size_t got = ttb_dir_name_holders(d, name, ids, 8), want = 0;
+    for (size_t i = 0; i < ttb_dir_count(d); i++) {
+        ttb_agent_t a = ttb_dir_agent(d, i);
+        if (strcasecmp(a.name, name) != 0) continue;
+        want++;
+        bool listed = false;
+        for (size_t k = 0; k < got && k < 8; k++) listed |= strcmp(ids[k], a.id) == 0;
+        if (want <= 8 && got <= 8) assert_true(listed);
+    }
+    if (got != want) fail_msg("%zu agents named \"%s\" in any case, the directory says %zu", want, name, got);
+}
+
+static void check_name_holders(const ttb_directory_t *d) {
+    char name[64];
+    for (int i = 0; i < N; i += 11) {
+        snprintf(name, sizeof(name), "DUP-%d", i % 7); /* dup-n and Dup-n */
+        assert_name_holders(d, name);
+        snprintf(name, sizeof(name), "Worker-%d", i);
+        assert_name_holders(d, name);
+        snprintf(name, sizeof(name), "g0-%d", i);
+        assert_name_holders(d, name);
+    }
+    assert_name_holders(d, "nobody");
+}
+
 static void test_answers_match_agent_resolve(void **state) {
     (void)state;
     ttb_directory_t *d = ttb_dir_new();
@@ -97,6 +128,7 @@ static void test_answers_match_agent_resolve(void **state) {
     }
     assert_int_equal(ttb_dir_count(d), N);
     check_refs(d);
+    check_name_holders(d);
 
     /* Replace a third (renamed: the old names must no longer resolve),
      * remove another third (the last entries move into the holes). */
@@ -112,6 +144,7 @@ static void test_answers_match_agent_resolve(void **state) {
     ttb_dir_remove(d, "not-an-agent");
     assert_int_equal(ttb_dir_count(d), N - N / 3);
     check_refs(d);
+    check_name_holders(d);
     ttb_dir_free(d);
 }
 
@@ -128,7 +161,7 @@ static void test_seen_keeps_stored_bytes(void **state) {
     assert_string_equal(seen.name, "worker-5\xff");
     assert_string_equal(seen.nickname, "");
     assert_string_equal(seen.role_id, "r");
-    assert_string_equal(ttb_dir_agent(d, 0)->name, "worker-5"); /* the decoded agent as given */
+    assert_string_equal(ttb_dir_agent(d, 0).name, "worker-5"); /* the decoded agent as given */
 
     make_agent(&a, 6, 0);
     assert_int_equal(ttb_dir_put(d, &a, NULL), 0);
