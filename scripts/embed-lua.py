@@ -24,6 +24,15 @@ def c_string(data: bytes) -> str:
     return "\n".join(out)
 
 
+def strip_comments(data: bytes) -> bytes:
+    """Empties every line that is only a comment, keeping the line itself so
+    Redis's line numbers still match the .lua files. The scripts go to Redis
+    on every connect, and Redis refuses a bulk over 16 KiB from a client that
+    has not authenticated yet with a protocol error rather than NOAUTH."""
+    return b"\n".join(b"" if line.lstrip().startswith(b"--") else line.rstrip()
+                      for line in data.split(b"\n"))
+
+
 def main() -> None:
     output, inputs = sys.argv[1], sys.argv[2:]
     common = b""
@@ -31,7 +40,7 @@ def main() -> None:
     for path in inputs:
         name = os.path.splitext(os.path.basename(path))[0]
         with open(path, "rb") as f:
-            data = f.read()
+            data = strip_comments(f.read())
         if name == "common":
             common = data
         else:

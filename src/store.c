@@ -644,6 +644,9 @@ bool ttb_reply_is_denied(const redisReply *reply) {
     if (!reply || reply->type != REDIS_REPLY_ERROR || !reply->str) return false;
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
         if (strncmp(reply->str, codes[i], strlen(codes[i])) == 0) return true;
+    /* Redis 7.0.13 and later answer a long argument from a client that has
+     * not authenticated with this, not NOAUTH, and close the connection. */
+    if (strstr(reply->str, "Protocol error: unauthenticated")) return true;
     /* A script stops on the first refused call, in Redis 7.0's words. */
     return strstr(reply->str, "NOPERM") != NULL ||
            strstr(reply->str, "The user executing the script can't") != NULL;

@@ -98,6 +98,21 @@ static void test_password_and_db(void **state) {
     store = ttb_store_new(&opts);
     assert_int_equal(ttb_store_connect(store, err, sizeof(err)), TTB_ERR_DENIED); /* NOAUTH */
     ttb_store_free(store);
+    /* Redis 7.0.13+ answers an unauthenticated argument over 16 KiB (a
+     * script) with a protocol error instead: a refusal all the same. */
+    redisContext *raw = redisConnect("127.0.0.1", server.port);
+    assert_non_null(raw);
+    size_t big_len = 20000;
+    char *big = malloc(big_len);
+    assert_non_null(big);
+    memset(big, '-', big_len);
+    redisReply *refused = redisCommand(raw, "SCRIPT LOAD %b", big, big_len);
+    free(big);
+    assert_non_null(refused);
+    assert_int_equal(refused->type, REDIS_REPLY_ERROR);
+    assert_true(ttb_reply_is_denied(refused));
+    freeReplyObject(refused);
+    redisFree(raw);
 
     opts.password = "s3cret-pw";
     opts.db = 3;
