@@ -46,8 +46,6 @@
 #include "tinytown_bridge/rfc3339.h"
 #include "tinytown_bridge/store.h"
 
-extern const char ttb_lua_capture[];
-extern const size_t ttb_lua_capture_len;
 
 /* How often the stop flag is looked at while waiting for notifications. */
 #define CAPTURE_TICK_MS 100
@@ -84,7 +82,6 @@ struct ttb_capture {
     size_t ntowns;
     capture_item_t *items;
     size_t nitems, items_cap;
-    char sha[41];
     unsigned scan_count;
     int reconcile_ms;
     ttb_backoff_t backoff;
@@ -122,33 +119,37 @@ static void capture_redis_lost(ttb_capture_t *cap, const char *why) {
 
 /* ---- the script ---------------------------------------------------------- */
 
+/* After NOSCRIPT: the script again (a connect loads it too). */
 static int capture_load_script(ttb_capture_t *cap) {
-    int rc = ttb_store_load_script(cap->store, ttb_lua_capture, ttb_lua_capture_len, cap->sha);
+    int rc = ttb_store_load_scripts(cap->store);
     if (rc && rc != TTB_ERR_IO)
         ttb_log_error("capture script refused by redis", "error", ttb_store_errstr(cap->store));
     return rc;
 }
 
+/* The script's leading arguments: mode, town, time; then the ids. */
+#define CAPTURE_LEAD 3
+
 /* A batch of agents for one script call: ids borrowed until appended. */
 typedef struct capture_batch {
     const char **argv;
     size_t *lens;
-    size_t n, cap; /* ids, after the six leading words */
+    size_t n, cap; /* ids, after the leading arguments */
 } capture_batch_t;
 
 static int capture_batch_add(capture_batch_t *b, const char *id, size_t len) {
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
-        const char **argv = realloc(b->argv, (cap + 6) * sizeof(*argv));
+        const char **argv = realloc(b->argv, (cap + CAPTURE_LEAD) * sizeof(*argv));
         if (!argv) return TTB_ERR_NOMEM;
         b->argv = argv;
-        size_t *lens = realloc(b->lens, (cap + 6) * sizeof(*lens));
+        size_t *lens = realloc(b->lens, (cap + CAPTURE_LEAD) * sizeof(*lens));
         if (!lens) return TTB_ERR_NOMEM;
         b->lens = lens;
         b->cap = cap;
     }
-    b->argv[6 + b->n] = id;
-    b->lens[6 + b->n] = len;
+    b->argv[CAPTURE_LEAD + b->n] = id;
+    b->lens[CAPTURE_LEAD + b->n] = len;
     b->n++;
     return 0;
 }
@@ -163,12 +164,13 @@ static void capture_batch_free(capture_batch_t *b) {
 static int capture_append_batch(ttb_capture_t *cap, const char *mode, const capture_town_t *t,
                                 capture_batch_t *b, const char *ts, size_t *queued) {
     if (b->n == 0) return 0;
-    const char *lead[6] = {"EVALSHA", cap->sha, "0", mode, t->name, ts};
-    for (int i = 0; i < 6; i++) {
+    const char *lead[CAPTURE_LEAD] = {mode, t->name, ts};
+    for (int i = 0; i < CAPTURE_LEAD; i++) {
         b->argv[i] = lead[i];
         b->lens[i] = strlen(lead[i]);
     }
-    int rc = ttb_store_append(cap->store, (int)(b->n + 6), b->argv, b->lens);
+    int rc = ttb_store_append_script(cap->store, TTB_SCRIPT_CAPTURE, 0, (int)(b->n + CAPTURE_LEAD),
+                                     b->argv, b->lens);
     b->n = 0;
     if (rc) return rc;
     (*queued)++;
@@ -382,8 +384,7 @@ static redisContext *capture_subscribe(ttb_capture_t *cap, char *err, size_t err
 
 static bool capture_connect(ttb_capture_t *cap) {
     char err[1024] = "";
-    int rc = ttb_store_connect(cap->store, err, sizeof(err));
-    if (rc == 0) rc = capture_load_script(cap);
+    int rc = ttb_store_connect(cap->store, err, sizeof(err)); /* loads the script too */
     if (rc == 0) {
         capture_enable_notifications(cap);
         if (!ttb_store_connected(cap->store)) rc = TTB_ERR_IO;
@@ -549,6 +550,7 @@ ttb_capture_t *ttb_capture_new(const ttb_config_t *config, char *errstr, size_t 
     cap->towns = calloc(config->ntowns, sizeof(*cap->towns));
     cap->store = ttb_store_new(&config->redis);
     if (!cap->towns || !cap->store) goto nomem;
+    ttb_store_use_scripts(cap->store, TTB_SCRIPT_BIT(TTB_SCRIPT_CAPTURE));
     for (size_t i = 0; i < config->ntowns; i++) {
         capture_town_t *t = &cap->towns[i];
         t->name = config->towns[i];

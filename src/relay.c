@@ -55,8 +55,6 @@
 #include "tinytown_bridge/metrics.h"
 #include "tinytown_bridge/store.h"
 
-extern const char ttb_lua_relay[];
-extern const size_t ttb_lua_relay_len;
 
 /* Entries asked for per read; a read is one script call, so this bounds how
  * long Redis is busy with it. */
@@ -144,7 +142,6 @@ struct ttb_relay {
     const char **wait_argv;            /* XREAD arguments, sized for every town */
     char (*wait_pos)[RELAY_ID_BUFSZ];  /* their positions */
     char instance[160];
-    char sha[41];
     int lease_ms;
     int backoff_max_ms;
     ttb_backoff_t backoff; /* Redis */
@@ -338,8 +335,9 @@ static void relay_producer_free(ttb_relay_t *relay) {
 
 /* ---- Redis --------------------------------------------------------------- */
 
+/* After NOSCRIPT: the script again (a connect loads it too). */
 static int relay_load_script(ttb_relay_t *relay) {
-    int rc = ttb_store_load_script(relay->store, ttb_lua_relay, ttb_lua_relay_len, relay->sha);
+    int rc = ttb_store_load_scripts(relay->store);
     if (rc && rc != TTB_ERR_IO)
         ttb_log_error("relay script refused by redis", "error", ttb_store_errstr(relay->store));
     return rc;
@@ -347,13 +345,7 @@ static int relay_load_script(ttb_relay_t *relay) {
 
 /* Queues the relay script with @p argc arguments (op, town, instance, ...). */
 static int relay_append_script(ttb_relay_t *relay, int argc, const char **argv) {
-    const char *av[16];
-    if (argc + 3 > 16) return TTB_ERR_INVALID;
-    av[0] = "EVALSHA";
-    av[1] = relay->sha;
-    av[2] = "0";
-    for (int i = 0; i < argc; i++) av[i + 3] = argv[i];
-    return ttb_store_append(relay->store, argc + 3, av, NULL);
+    return ttb_store_append_script(relay->store, TTB_SCRIPT_RELAY, 0, argc, argv, NULL);
 }
 
 static void relay_redis_lost(ttb_relay_t *relay) {
@@ -377,9 +369,9 @@ static void relay_sleep(ttb_relay_t *relay, int ms) {
 
 static bool relay_connect(ttb_relay_t *relay) {
     char err[1024];
-    if (ttb_store_connect(relay->store, err, sizeof(err)) == 0 && relay_load_script(relay) == 0) {
+    /* A connect loads the script too. */
+    if (ttb_store_connect(relay->store, err, sizeof(err)) == 0)
         return true; /* the backoff is reset by a pass that works, not by a connect */
-    }
     if (!relay->redis_down_logged)
         ttb_log_warn("relay cannot reach redis; retrying", "error",
                      err[0] ? err : ttb_store_errstr(relay->store));
@@ -1071,6 +1063,7 @@ ttb_relay_t *ttb_relay_new(const ttb_config_t *config, char *errstr, size_t errs
     relay->wait_argv = calloc(6 + 2 * config->ntowns, sizeof(*relay->wait_argv));
     relay->wait_pos = calloc(config->ntowns, sizeof(*relay->wait_pos));
     relay->store = ttb_store_new(&config->redis);
+    if (relay->store) ttb_store_use_scripts(relay->store, TTB_SCRIPT_BIT(TTB_SCRIPT_RELAY));
     if (!relay->towns || !relay->ops || !relay->wait_argv || !relay->wait_pos || !relay->store)
         goto nomem;
     for (size_t i = 0; i < config->ntowns; i++) {

@@ -23,7 +23,6 @@
 #include "tinytown_bridge/error.h"
 #include "tinytown_bridge/tls.h"
 
-#define STORE_EXTRA_SCRIPTS 4
 
 extern const char ttb_lua_spawn[];
 extern const size_t ttb_lua_spawn_len;
@@ -35,6 +34,10 @@ extern const char ttb_lua_idem[];
 extern const size_t ttb_lua_idem_len;
 extern const char ttb_lua_rights[];
 extern const size_t ttb_lua_rights_len;
+extern const char ttb_lua_relay[];
+extern const size_t ttb_lua_relay_len;
+extern const char ttb_lua_capture[];
+extern const size_t ttb_lua_capture_len;
 
 struct ttb_store {
     redisContext *ctx;
@@ -58,13 +61,8 @@ struct ttb_store {
     int64_t deadline_ms; /* ttb_clock_ms() bound on every wait, 0: none */
     uint64_t round_trips;
     uint64_t reconnects;
-    char sha[TTB_SCRIPT__COUNT][41];
-    struct {
-        const char *src; /* static: an embedded script */
-        size_t len;
-        char sha[41];
-    } extra[STORE_EXTRA_SCRIPTS]; /* loaded with ttb_store_load_script(), for messages */
-    size_t nextra;
+    unsigned scripts;                  /* TTB_SCRIPT_BIT()s this connection loads */
+    char sha[TTB_SCRIPT__COUNT][41];   /* of those, once loaded; else "" */
     char errstr[1024]; /* room for a NOPERM explanation with the ACL rules */
 };
 
@@ -81,6 +79,7 @@ ttb_store_t *ttb_store_new(const ttb_redis_opts_t *opts) {
     store->username = dup_or_null(opts->username);
     store->password = dup_or_null(opts->password);
     store->db = opts->db;
+    store->scripts = TTB_SCRIPTS_SERVICE;
     store->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 2000;
     store->command_timeout_ms = opts->command_timeout_ms > 0 ? opts->command_timeout_ms : 5000;
     if (!store->host || (opts->username && !store->username) ||
@@ -268,6 +267,8 @@ static const char *script_source(ttb_script_t script, size_t *len) {
     case TTB_SCRIPT_TRANSITION: *len = ttb_lua_transition_len; return ttb_lua_transition;
     case TTB_SCRIPT_BULK: *len = ttb_lua_bulk_len; return ttb_lua_bulk;
     case TTB_SCRIPT_IDEM: *len = ttb_lua_idem_len; return ttb_lua_idem;
+    case TTB_SCRIPT_RELAY: *len = ttb_lua_relay_len; return ttb_lua_relay;
+    case TTB_SCRIPT_CAPTURE: *len = ttb_lua_capture_len; return ttb_lua_capture;
     default: *len = 0; return NULL;
     }
 }
@@ -289,8 +290,11 @@ static int store_script_load(ttb_store_t *store, const char *src, size_t len, ch
     return 0;
 }
 
+void ttb_store_use_scripts(ttb_store_t *store, unsigned scripts) { store->scripts = scripts; }
+
 int ttb_store_load_scripts(ttb_store_t *store) {
     for (int i = 0; i < TTB_SCRIPT__COUNT; i++) {
+        if (!(store->scripts & TTB_SCRIPT_BIT(i))) continue;
         size_t len;
         const char *src = script_source((ttb_script_t)i, &len);
         int rc = store_script_load(store, src, len, store->sha[i]);
@@ -299,29 +303,11 @@ int ttb_store_load_scripts(ttb_store_t *store) {
     return 0;
 }
 
-int ttb_store_load_script(ttb_store_t *store, const char *src, size_t len, char sha[41]) {
-    int rc = store_script_load(store, src, len, sha);
-    if (rc) return rc;
-    for (size_t i = 0; i < store->nextra; i++)
-        if (store->extra[i].src == src) return 0;
-    if (store->nextra < STORE_EXTRA_SCRIPTS) {
-        store->extra[store->nextra].src = src;
-        store->extra[store->nextra].len = len;
-        memcpy(store->extra[store->nextra].sha, sha, 41);
-        store->nextra++;
-    }
-    return 0;
-}
-
 /* The source of the script with @p sha (40 hex digits), or NULL. */
 static const char *store_script_by_sha(const ttb_store_t *store, const char *sha, size_t *len) {
     for (int i = 0; i < TTB_SCRIPT__COUNT; i++)
-        if (strncmp(store->sha[i], sha, 40) == 0) return script_source((ttb_script_t)i, len);
-    for (size_t i = 0; i < store->nextra; i++) {
-        if (strncmp(store->extra[i].sha, sha, 40) != 0) continue;
-        *len = store->extra[i].len;
-        return store->extra[i].src;
-    }
+        if (store->sha[i][0] && strncmp(store->sha[i], sha, 40) == 0)
+            return script_source((ttb_script_t)i, len);
     return NULL;
 }
 
@@ -474,6 +460,8 @@ int ttb_store_connect(ttb_store_t *store, char *errstr, size_t errstr_size) {
 
 int ttb_store_append_script(ttb_store_t *store, ttb_script_t script, int nkeys, int argc,
                             const char **argv, const size_t *argvlen) {
+    if ((unsigned)script >= TTB_SCRIPT__COUNT || !(store->scripts & TTB_SCRIPT_BIT(script)))
+        return TTB_ERR_INVALID;
     /* EVALSHA sha numkeys keys... args...: three leading words plus argv. */
     const char *stack_argv[64];
     size_t stack_len[64];

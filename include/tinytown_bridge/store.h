@@ -38,14 +38,23 @@ typedef struct ttb_redis_opts {
     bool tls_insecure;        /**< do not check the server's certificate (only encrypt) */
 } ttb_redis_opts_t;
 
-/** The embedded Lua scripts. */
+/** The embedded Lua scripts, every one the bridge runs: one registry. Each
+ * connection loads those its owner uses (ttb_store_use_scripts). */
 typedef enum ttb_script {
     TTB_SCRIPT_SPAWN = 0,
     TTB_SCRIPT_TRANSITION,
     TTB_SCRIPT_BULK,
     TTB_SCRIPT_IDEM,
+    TTB_SCRIPT_RELAY,   /**< the event relay's lease, cursor and reads */
+    TTB_SCRIPT_CAPTURE, /**< state capture's checks */
     TTB_SCRIPT__COUNT
 } ttb_script_t;
+
+#define TTB_SCRIPT_BIT(s) (1u << (s))
+/** What the service runs: what a new store loads unless told otherwise. */
+#define TTB_SCRIPTS_SERVICE                                                             \
+    (TTB_SCRIPT_BIT(TTB_SCRIPT_SPAWN) | TTB_SCRIPT_BIT(TTB_SCRIPT_TRANSITION) |          \
+     TTB_SCRIPT_BIT(TTB_SCRIPT_BULK) | TTB_SCRIPT_BIT(TTB_SCRIPT_IDEM))
 
 typedef struct ttb_store ttb_store_t;
 
@@ -81,7 +90,9 @@ const char *ttb_store_errstr(const ttb_store_t *store);
 int ttb_store_append(ttb_store_t *store, int argc, const char **argv, const size_t *argvlen);
 /** Queues one command from a hiredis format string (%s, %b, %d ...). */
 int ttb_store_appendf(ttb_store_t *store, const char *fmt, ...);
-/** Queues EVALSHA of @p script with @p nkeys keys followed by args (argv holds keys then args). */
+/** Queues EVALSHA of @p script with @p nkeys keys followed by args (argv
+ * holds keys then args; @p argvlen NULL: NUL-terminated). TTB_ERR_INVALID
+ * for a script this connection does not load. */
 int ttb_store_append_script(ttb_store_t *store, ttb_script_t script, int nkeys, int argc,
                             const char **argv, const size_t *argvlen);
 /**
@@ -109,16 +120,16 @@ uint64_t ttb_store_round_trips(const ttb_store_t *store);
 /** @returns the number of reconnects after the first successful connect. */
 uint64_t ttb_store_reconnects(const ttb_store_t *store);
 
-/** Reloads every script (after NOSCRIPT). @returns 0 or TTB_ERR_*. */
-int ttb_store_load_scripts(ttb_store_t *store);
-
 /**
- * Loads one more embedded script (the relay's, capture's) and writes its
- * sha (40 hex digits and a NUL) into @p sha. The store remembers @p src
- * (static storage) to name the command in a NOPERM from inside it.
- * @returns 0, TTB_ERR_IO, TTB_ERR_DENIED or TTB_ERR_PROTO (reason in the errstr).
+ * Chooses the scripts (TTB_SCRIPT_BIT()s) this connection loads, at every
+ * connect and on ttb_store_load_scripts(); TTB_SCRIPTS_SERVICE until then.
+ * Takes effect at the next connect.
  */
-int ttb_store_load_script(ttb_store_t *store, const char *src, size_t len, char sha[41]);
+void ttb_store_use_scripts(ttb_store_t *store, unsigned scripts);
+
+/** Reloads this connection's scripts (after NOSCRIPT). @returns 0,
+ * TTB_ERR_IO, TTB_ERR_DENIED or TTB_ERR_PROTO (reason in the errstr). */
+int ttb_store_load_scripts(ttb_store_t *store);
 
 /**
  * Makes sure Redis publishes keyspace notifications with at least @p flags

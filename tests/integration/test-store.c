@@ -156,12 +156,55 @@ static void test_keys(void **state) {
     assert_string_equal(buf, "ttb:demo:waits");
 }
 
+/* Redis's count of cached scripts (INFO memory). */
+static long cached_scripts(ttb_store_t *store) {
+    redisReply *r;
+    assert_int_equal(ttb_store_command(store, &r, "INFO memory"), 0);
+    const char *at = strstr(r->str, "number_of_cached_scripts:");
+    assert_non_null(at);
+    long n = strtol(at + strlen("number_of_cached_scripts:"), NULL, 10);
+    freeReplyObject(r);
+    return n;
+}
+
+/* One registry of every script; each connection loads what its owner uses
+ * (the relay's its one, the service its four) and runs nothing else. */
+static void test_each_connection_loads_its_scripts(void **state) {
+    (void)state;
+    ttb_test_redis_t server;
+    assert_int_equal(ttb_test_redis_start(&server, NULL), 0);
+    ttb_redis_opts_t opts = {.host = "127.0.0.1", .port = server.port};
+    char err[256];
+    ttb_store_t *relay = ttb_store_new(&opts);
+    ttb_store_use_scripts(relay, TTB_SCRIPT_BIT(TTB_SCRIPT_RELAY));
+    assert_int_equal(ttb_store_connect(relay, err, sizeof(err)), 0);
+    assert_int_equal(cached_scripts(relay), 1);
+    const char *args[1] = {"x"};
+    assert_int_equal(ttb_store_append_script(relay, TTB_SCRIPT_TRANSITION, 0, 1, args, NULL),
+                     TTB_ERR_INVALID);
+    /* Its script answers (a lease step on a town nobody holds). */
+    const char *acquire[4] = {"cursor", "alpha", "me", "1-1"};
+    assert_int_equal(ttb_store_append_script(relay, TTB_SCRIPT_RELAY, 0, 4, acquire, NULL), 0);
+    redisReply *r;
+    assert_int_equal(ttb_store_reply(relay, &r), 0);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    freeReplyObject(r);
+
+    ttb_store_t *service = ttb_store_new(&opts);
+    assert_int_equal(ttb_store_connect(service, err, sizeof(err)), 0);
+    assert_int_equal(cached_scripts(service), 5);
+    ttb_store_free(service);
+    ttb_store_free(relay);
+    ttb_test_redis_stop(&server);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipeline_counts_round_trips),
         cmocka_unit_test(test_password_and_db),
         cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_each_connection_loads_its_scripts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
