@@ -46,7 +46,6 @@
 #include "tinytown_bridge/rfc3339.h"
 #include "tinytown_bridge/store.h"
 
-
 /* How often the stop flag is looked at while waiting for notifications. */
 #define CAPTURE_TICK_MS 100
 #define CAPTURE_BACKOFF_MIN_MS 100

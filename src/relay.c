@@ -55,7 +55,6 @@
 #include "tinytown_bridge/metrics.h"
 #include "tinytown_bridge/store.h"
 
-
 /* Entries asked for per read; a read is one script call, so this bounds how
  * long Redis is busy with it. */
 #define RELAY_READ_COUNT 500

@@ -133,9 +133,9 @@ local EMITTING = {}
 -- tt:{town}:events, nobody has added to the stream since (an entry is only
 -- ever added after the newest, and MAXLEN trims the oldest), so the next
 -- ordinal is one more and the next id "*" is past the outbox's last: one
--- HMGET and one XRANGE from the mark instead of XINFO STREAM on both streams, which
--- costs a fifth of a transition. Otherwise (tinytown wrote since, a reset,
--- a first run), both streams are asked.
+-- HMGET and one XRANGE from the mark instead of XINFO STREAM on both
+-- streams, which costs a fifth of a transition. Otherwise (tinytown wrote
+-- since, a reset, a first run), both streams are asked.
 local function emitted_key(town)
   return 'ttb:' .. town .. ':emitted'
 end
