@@ -64,7 +64,7 @@ typedef struct capture_town {
     char key_pattern[TTB_KEY_BUFSZ];         /* "tt:<town>:agent:*" for SCAN */
     size_t key_prefix_len;                   /* up to the "*" */
     char observed_key[TTB_KEY_BUFSZ];
-    char marker_key[TTB_KEY_BUFSZ + 16];     /* "ttb:<town>:observed:baseline" */
+    char marker_key[TTB_KEY_BUFSZ];          /* "ttb:<town>:observed:baseline" */
 } capture_town_t;
 
 /* An agent to check, gathered from notifications. */
@@ -553,8 +553,9 @@ ttb_capture_t *ttb_capture_new(const ttb_config_t *config, char *errstr, size_t 
     for (size_t i = 0; i < config->ntowns; i++) {
         capture_town_t *t = &cap->towns[i];
         t->name = config->towns[i];
-        int n = snprintf(t->channel_prefix, sizeof(t->channel_prefix), "__keyspace@%d__:tt:%s:agent:",
-                         config->redis.db, t->name);
+        t->key_prefix_len = ttb_key_agent_pattern(t->key_pattern, t->name) - 1;
+        int n = snprintf(t->channel_prefix, sizeof(t->channel_prefix), "__keyspace@%d__:%.*s",
+                         config->redis.db, (int)t->key_prefix_len, t->key_pattern);
         if (n < 0 || (size_t)n >= sizeof(t->channel_prefix)) {
             snprintf(errstr, errstr_size, "state capture: town name too long: %s", t->name);
             ttb_capture_free(cap);
@@ -562,9 +563,8 @@ ttb_capture_t *ttb_capture_new(const ttb_config_t *config, char *errstr, size_t 
         }
         t->channel_prefix_len = (size_t)n;
         snprintf(t->pattern, sizeof(t->pattern), "%s*", t->channel_prefix);
-        t->key_prefix_len = ttb_key_agent_pattern(t->key_pattern, t->name) - 1;
         ttb_key_observed(t->observed_key, t->name);
-        snprintf(t->marker_key, sizeof(t->marker_key), "%s:baseline", t->observed_key);
+        ttb_key_observed_baseline(t->marker_key, t->name);
     }
     return cap;
 nomem:

@@ -54,7 +54,7 @@ char *ttb_peers_settings(const ttb_config_t *c) {
 int ttb_peers_check(ttb_store_t *store, const char *group, const char *instance,
                     const char *settings, int64_t now_ms, char *what, size_t what_size) {
     char key[TTB_KEY_BUFSZ];
-    snprintf(key, sizeof(key), "ttb:bridges:%s", group);
+    ttb_key_bridges(key, group);
     char *value = NULL;
     if (asprintf(&value, "%lld %s", (long long)now_ms, settings) < 0) return TTB_ERR_NOMEM;
     int rc = ttb_store_appendf(store, "HSET %s %s %s", key, instance, value);

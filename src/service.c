@@ -259,16 +259,22 @@ static int append_agent_reads(ttb_store_t *store, const char *town, const redisR
      * read the hash's id field, and so does the decoder. */
     int rc = ttb_store_appendf(store, "HGETALL %b", key->str, key->len);
     if (rc || !counts) return rc;
-    size_t prefix = strlen(town) + 10; /* "tt:" town ":agent:" */
+    char pattern[TTB_KEY_BUFSZ];
+    size_t prefix = ttb_key_agent_pattern(pattern, town) - 1; /* up to the "*" */
     if (key->len <= prefix) {
         rc = ttb_store_appendf(store, "ECHO 0");
         if (!rc) rc = ttb_store_appendf(store, "ECHO 0");
         return rc;
     }
-    const char *id = key->str + prefix;
+    char id[TTB_KEY_BUFSZ], lkey[TTB_KEY_BUFSZ];
     size_t idlen = key->len - prefix;
-    rc = ttb_store_appendf(store, "LLEN tt:%s:inbox:%b", town, id, idlen);
-    if (!rc) rc = ttb_store_appendf(store, "LLEN tt:%s:urgent:%b", town, id, idlen);
+    if (idlen >= sizeof(id)) idlen = sizeof(id) - 1; /* SCAN found it: never that long */
+    memcpy(id, key->str + prefix, idlen);
+    id[idlen] = '\0';
+    ttb_key_inbox(lkey, town, id);
+    rc = ttb_store_appendf(store, "LLEN %s", lkey);
+    ttb_key_urgent(lkey, town, id);
+    if (!rc) rc = ttb_store_appendf(store, "LLEN %s", lkey);
     return rc;
 }
 
@@ -356,8 +362,9 @@ static int read_scopes(ttb_service_t *svc, town_view_t *v) {
     size_t asked = 0;
     for (size_t i = 0; i < v->nagents; i++) {
         if (!v->agents[i].agent.current_task[0]) continue;
-        int rc = ttb_store_appendf(svc->store, "HGET tt:%s:task:%s description", v->town,
-                                   v->agents[i].agent.current_task);
+        char tkey[TTB_KEY_BUFSZ];
+        ttb_key_task(tkey, v->town, v->agents[i].agent.current_task);
+        int rc = ttb_store_appendf(svc->store, "HGET %s description", tkey);
         if (rc) return rc;
         asked++;
     }
@@ -507,8 +514,10 @@ static int dir_refresh(ttb_service_t *svc, ttb_directory_t *dir, const char *tow
     const char *const *ids;
     size_t n = ttb_dir_dirty(dir, &ids);
     for (size_t i = 0; i < n; i++) {
-        int rc = ttb_store_appendf(svc->store, "HMGET tt:%s:agent:%s %s %s %s %s", town, ids[i],
-                                   DIR_FIELDS[0], DIR_FIELDS[1], DIR_FIELDS[2], DIR_FIELDS[3]);
+        char akey[TTB_KEY_BUFSZ];
+        ttb_key_agent(akey, town, ids[i]);
+        int rc = ttb_store_appendf(svc->store, "HMGET %s %s %s %s %s", akey, DIR_FIELDS[0],
+                                   DIR_FIELDS[1], DIR_FIELDS[2], DIR_FIELDS[3]);
         if (rc) return rc;
     }
     int first_err = 0;
@@ -1635,7 +1644,7 @@ int ttb_service_execute(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
  * bucket number), each moved by one script call. */
 static long adopt_town(ttb_service_t *svc, const char *town) {
     char pattern[TTB_KEY_BUFSZ], cursor[TTB_CURSOR_BUFSZ] = "0", spec[SPEC_BUFSZ];
-    snprintf(pattern, sizeof(pattern), "ttb:%s:cmds:*", town);
+    ttb_key_cmds_buckets(pattern, town);
     idem_spec(svc, ttb_time_now(), spec);
     size_t prefix = strlen(pattern) - 1;
     long moved = 0;

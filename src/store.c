@@ -700,33 +700,12 @@ bool ttb_reply_is_noscript(const redisReply *reply) {
  * buffer is always large enough; snprintf still bounds it. */
 #define KEY(buf, ...) ((size_t)snprintf((buf), TTB_KEY_BUFSZ, __VA_ARGS__))
 
-size_t ttb_key_agent(char *buf, const char *town, const char *id) {
-    return KEY(buf, "tt:%s:agent:%s", town, id);
-}
-size_t ttb_key_inbox(char *buf, const char *town, const char *id) {
-    return KEY(buf, "tt:%s:inbox:%s", town, id);
-}
-size_t ttb_key_urgent(char *buf, const char *town, const char *id) {
-    return KEY(buf, "tt:%s:urgent:%s", town, id);
-}
-size_t ttb_key_activity(char *buf, const char *town, const char *id) {
-    return KEY(buf, "tt:%s:activity:%s", town, id);
-}
-size_t ttb_key_stop(char *buf, const char *town, const char *id) {
-    return KEY(buf, "tt:%s:stop:%s", town, id);
-}
-size_t ttb_key_task(char *buf, const char *town, const char *id) {
-    return KEY(buf, "tt:%s:task:%s", town, id);
-}
-size_t ttb_key_events(char *buf, const char *town) { return KEY(buf, "tt:%s:events", town); }
-size_t ttb_key_agent_events(char *buf, const char *town, const char *id) {
-    return KEY(buf, "tt:%s:events:agent:%s", town, id);
-}
-size_t ttb_key_agent_pattern(char *buf, const char *town) {
-    return KEY(buf, "tt:%s:agent:*", town);
-}
-size_t ttb_key_task_pattern(char *buf, const char *town) {
-    return KEY(buf, "tt:%s:task:*", town);
-}
-size_t ttb_key_waits(char *buf, const char *town) { return KEY(buf, "ttb:%s:waits", town); }
-size_t ttb_key_observed(char *buf, const char *town) { return KEY(buf, "ttb:%s:observed", town); }
+#define TTB_KEY_TOWN(name, format) \
+    size_t ttb_key_##name(char *buf, const char *town) { return KEY(buf, format, town); }
+#define TTB_KEY_ID(name, format)                                         \
+    size_t ttb_key_##name(char *buf, const char *town, const char *id) { \
+        return KEY(buf, format, town, id);                               \
+    }
+#include "tinytown_bridge/keys.def"
+#undef TTB_KEY_TOWN
+#undef TTB_KEY_ID

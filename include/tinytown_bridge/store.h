@@ -205,27 +205,19 @@ bool ttb_reply_is_noscript(const redisReply *reply);
 /** Size of buffers that hold any key the bridge builds. */
 #define TTB_KEY_BUFSZ 320
 
-/** tinytown's keys; each writes into a TTB_KEY_BUFSZ buffer and returns the length. */
-size_t ttb_key_agent(char *buf, const char *town, const char *id);
-size_t ttb_key_inbox(char *buf, const char *town, const char *id);
-size_t ttb_key_urgent(char *buf, const char *town, const char *id);
-size_t ttb_key_activity(char *buf, const char *town, const char *id);
-size_t ttb_key_stop(char *buf, const char *town, const char *id);
-size_t ttb_key_task(char *buf, const char *town, const char *id);
-size_t ttb_key_events(char *buf, const char *town);
-size_t ttb_key_agent_events(char *buf, const char *town, const char *id);
-/** SCAN patterns: `tt:{town}:agent:*`, `tt:{town}:task:*` (town names hold no glob characters). */
-size_t ttb_key_agent_pattern(char *buf, const char *town);
-size_t ttb_key_task_pattern(char *buf, const char *town);
-
 /**
- * The bridge's own keys, outside tinytown's `tt:` namespace, a handful per
- * town (never one per command: SCAN walks every key of the database).
- * Idempotency records are fields of the `ttb:{town}:cmds` hash (expiry in
- * `ttb:{town}:cmds:expiry`), written and read by the scripts; pending waits' deadlines are fields of
- * `ttb:{town}:waits`.
+ * The keys, one function each, from keys.def (where the Lua scripts' come
+ * from too): tinytown's (`tt:`) and the bridge's own (`ttb:`, a handful per
+ * town, never one per command: SCAN walks every key of the database). Each
+ * writes into a TTB_KEY_BUFSZ buffer and returns the length; towns and ids
+ * are validated before they get here. The SCAN patterns end in `*` (town
+ * names hold no glob characters).
  */
-size_t ttb_key_waits(char *buf, const char *town);
-size_t ttb_key_observed(char *buf, const char *town);
+#define TTB_KEY_TOWN(name, format) size_t ttb_key_##name(char *buf, const char *town);
+#define TTB_KEY_ID(name, format) \
+    size_t ttb_key_##name(char *buf, const char *town, const char *id);
+#include "tinytown_bridge/keys.def"
+#undef TTB_KEY_TOWN
+#undef TTB_KEY_ID
 
 #endif

@@ -18,7 +18,7 @@ local chosen, checks = {}, town_keys(town)
 for i = 9, #ARGV do
   local id = ARGV[i]
   if agent_status(town, id) == 'hash' then
-    local h = redis.call('HGETALL', tkey(town, 'agent', id))
+    local h = redis.call('HGETALL', KEY.agent(town, id))
     local state = norm_state(hash_get(h, 'state'))
     local take
     if op == 'stop_all' then take = not TERMINAL[state]
@@ -37,16 +37,16 @@ for _, c in ipairs(chosen) do
   local id, h, state = c.id, c.h, c.state
   if op == 'stop_all' then
     kill_agent(town, id, state, ts)
-    done[#done + 1] = redis.call('HGETALL', tkey(town, 'agent', id))
+    done[#done + 1] = redis.call('HGETALL', KEY.agent(town, id))
   else
-    redis.call('DEL', tkey(town, 'agent', id), tkey(town, 'inbox', id), tkey(town, 'urgent', id),
-               tkey(town, 'activity', id), tkey(town, 'stop', id))
+    redis.call('DEL', KEY.agent(town, id), KEY.inbox(town, id), KEY.urgent(town, id),
+               KEY.activity(town, id), KEY.stop(town, id))
     emit(town, { type = 'agent_state_changed', agent_id = id, old = STATE_TITLE[state],
                  new = 'Removed', message = 'Agent removed', ts = ts })
     observe(town, id, nil)
     local lname = string.lower(hash_get(h, 'name') or '')
-    if redis.call('HGET', 'ttb:' .. town .. ':names', lname) == id then
-      redis.call('HDEL', 'ttb:' .. town .. ':names', lname)
+    if redis.call('HGET', KEY.names(town), lname) == id then
+      redis.call('HDEL', KEY.names(town), lname)
     end
     done[#done + 1] = h
   end

@@ -18,13 +18,13 @@
 --         2 agent_state_changed, 3 removed, 4 recorded silently.
 -- Each id is handled on its own; the batch only saves round trips.
 local mode, town, ts = ARGV[1], ARGV[2], ARGV[3]
-local okey = 'ttb:' .. town .. ':observed'
+local okey = KEY.observed(town)
 
 local function capture_one(id)
-  local akey = tkey(town, 'agent', id)
+  local akey = KEY.agent(town, id)
   -- An agent whose event stream is unusable is skipped (nothing written);
   -- the next reconcile looks again.
-  if wrong_type({ tkey(town, 'events:agent', id), 'stream' }) then return 0 end
+  if wrong_type({ KEY.agent_events(town, id), 'stream' }) then return 0 end
   local seen = redis.call('HGET', okey, id)
 
   -- Only a hash is an agent; anything else under the name is not tinytown's.

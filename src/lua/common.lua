@@ -5,8 +5,10 @@
 -- here mirrors tinytown's own writers: the activity list (LPUSH, LTRIM 0 9,
 -- EXPIRE 3600), the stop flag (SET 1 EX 3600), and events as XADD with
 -- MAXLEN ~ 1000 on the town stream and ~ 100 on agent streams, with the
--- TownEvent JSON serialised field for field as serde does. Keys are built
--- from the town name (standalone Redis, as tinytown itself requires).
+-- TownEvent JSON serialised field for field as serde does. Keys come from
+-- KEY (generated from include/tinytown_bridge/keys.def, as the C side's
+-- are) and are built from the town name (standalone Redis, as tinytown
+-- itself requires).
 --
 -- Every script starts by looking up its command's idempotency record and,
 -- if one exists, returns it untouched: a redelivered command changes nothing.
@@ -32,11 +34,6 @@ local ACT_CLOSE = '\240\159\148\187 Closing (draining then stop)'
 local function norm_state(raw)
   if raw and STATE_TITLE[raw] then return raw end
   return 'starting'
-end
-
-local function tkey(town, kind, id)
-  if id then return 'tt:' .. town .. ':' .. kind .. ':' .. id end
-  return 'tt:' .. town .. ':' .. kind
 end
 
 -- serde_json's string escaping: quote, backslash and C0 controls only.
@@ -115,10 +112,6 @@ end
 -- burst that overflows it is reported by the relay as a gap.
 local OUTBOX_MAXLEN = '1000000'
 
-local function outbox_key(town)
-  return 'ttb:' .. town .. ':outbox'
-end
-
 local function xadd(key, maxlen, id, ev_type, data)
   return redis.call('XADD', key, 'MAXLEN', '~', maxlen, id, 'event_type', ev_type, 'data', data)
 end
@@ -136,13 +129,10 @@ local EMITTING = {}
 -- HMGET and one XRANGE from the mark instead of XINFO STREAM on both
 -- streams, which costs a fifth of a transition. Otherwise (tinytown wrote
 -- since, a reset, a first run), both streams are asked.
-local function emitted_key(town)
-  return 'ttb:' .. town .. ':emitted'
-end
 
 local function emit_state_slow(town)
-  local events = stream_info(tkey(town, 'events'))
-  local outbox = stream_info(outbox_key(town))
+  local events = stream_info(KEY.events(town))
+  local outbox = stream_info(KEY.outbox(town))
   local st = { ord = events and tonumber(events['entries-added']) or 0, id = '*' }
   -- The outbox uses the ids of tt:{town}:events, which must therefore keep
   -- growing. They do, unless that stream was deleted and recreated (by a
@@ -160,9 +150,9 @@ end
 local function emit_state(town)
   local st = EMITTING[town]
   if st then return st end
-  local mark = redis.call('HMGET', emitted_key(town), 'id', 'ord')
+  local mark = redis.call('HMGET', KEY.emitted(town), 'id', 'ord')
   if mark[1] and mark[2] then
-    local from = redis.call('XRANGE', tkey(town, 'events'), mark[1], '+', 'COUNT', 2)
+    local from = redis.call('XRANGE', KEY.events(town), mark[1], '+', 'COUNT', 2)
     if #from == 1 and from[1][1] == mark[1] then st = { ord = tonumber(mark[2]), id = '*' } end
   end
   st = st or emit_state_slow(town)
@@ -173,21 +163,21 @@ end
 local function emit(town, ev)
   local data = event_json(ev)
   local st = emit_state(town)
-  local id = xadd(tkey(town, 'events'), '1000', st.id, ev.type, data)
+  local id = xadd(KEY.events(town), '1000', st.id, ev.type, data)
   st.id = '*'
   st.ord = st.ord + 1
   local ord = string.format('%.0f', st.ord)
-  redis.call('XADD', outbox_key(town), 'MAXLEN', '~', OUTBOX_MAXLEN, id, 'event_type', ev.type,
+  redis.call('XADD', KEY.outbox(town), 'MAXLEN', '~', OUTBOX_MAXLEN, id, 'event_type', ev.type,
              'data', data, 'ord', ord)
-  redis.call('HSET', emitted_key(town), 'id', id, 'ord', ord)
-  if ev.agent_id then xadd(tkey(town, 'events:agent', ev.agent_id), '100', '*', ev.type, data) end
+  redis.call('HSET', KEY.emitted(town), 'id', id, 'ord', ord)
+  if ev.agent_id then xadd(KEY.agent_events(town, ev.agent_id), '100', '*', ev.type, data) end
   if ev.parent and ev.parent ~= ev.agent_id then
-    xadd(tkey(town, 'events:agent', ev.parent), '100', '*', ev.type, data)
+    xadd(KEY.agent_events(town, ev.parent), '100', '*', ev.type, data)
   end
 end
 
 local function activity(town, id, line)
-  local key = tkey(town, 'activity', id)
+  local key = KEY.activity(town, id)
   redis.call('LPUSH', key, line)
   redis.call('LTRIM', key, 0, 9)
   redis.call('EXPIRE', key, 3600)
@@ -198,9 +188,9 @@ end
 -- a second time as foreign ones.
 local function observe(town, id, state)
   if state then
-    redis.call('HSET', 'ttb:' .. town .. ':observed', id, state)
+    redis.call('HSET', KEY.observed(town), id, state)
   else
-    redis.call('HDEL', 'ttb:' .. town .. ':observed', id)
+    redis.call('HDEL', KEY.observed(town), id)
   end
 end
 
@@ -213,8 +203,8 @@ end
 
 -- Request a stop the way tinytown's kill does, plus the event it lacks.
 local function kill_agent(town, id, state, ts)
-  redis.call('SET', tkey(town, 'stop', id), '1', 'EX', 3600)
-  redis.call('HSET', tkey(town, 'agent', id), 'state', 'stopped')
+  redis.call('SET', KEY.stop(town, id), '1', 'EX', 3600)
+  redis.call('HSET', KEY.agent(town, id), 'state', 'stopped')
   activity(town, id, ACT_STOP)
   emit(town, { type = 'agent_stopped', agent_id = id, old = STATE_TITLE[state],
                new = 'Stopped', message = 'Agent stop requested', ts = ts })
@@ -271,7 +261,7 @@ end
 local function idem_spec(town, id, spec)
   local now, exp = string.match(spec, '^(%d+) (%d+)$')
   local idem = { town = town, id = id, now = now, expire = exp,
-                 hash = 'ttb:' .. town .. ':cmds', zset = 'ttb:' .. town .. ':cmds:expiry' }
+                 hash = KEY.cmds(town), zset = KEY.cmds_expiry(town) }
   local bad = wrong_type({ idem.hash, 'hash', idem.zset, 'zset' })
   -- Nowhere to keep an outcome: refuse before anything is written.
   if bad then error({ err = 'ERR ' .. bad }) end
@@ -301,13 +291,13 @@ end
 -- The keys a change of one agent writes (its hash, activity list and event
 -- stream) and the town's keys every change writes, with their types.
 local function agent_keys(town, id)
-  return { tkey(town, 'agent', id), 'hash', tkey(town, 'activity', id), 'list',
-           tkey(town, 'events:agent', id), 'stream' }
+  return { KEY.agent(town, id), 'hash', KEY.activity(town, id), 'list',
+           KEY.agent_events(town, id), 'stream' }
 end
 
 local function town_keys(town)
-  return { tkey(town, 'events'), 'stream', outbox_key(town), 'stream', emitted_key(town), 'hash',
-           'ttb:' .. town .. ':observed', 'hash', 'ttb:' .. town .. ':names', 'hash' }
+  return { KEY.events(town), 'stream', KEY.outbox(town), 'stream', KEY.emitted(town), 'hash',
+           KEY.observed(town), 'hash', KEY.names(town), 'hash' }
 end
 
 local function concat(...)
@@ -334,7 +324,7 @@ end
 
 local function as_seen(town, id, at)
   if ARGV[at] ~= '1' then return true end
-  local akey = tkey(town, 'agent', id)
+  local akey = KEY.agent(town, id)
   if type_of(akey) ~= 'hash' then return false end
   return seen_matches(redis.call('HMGET', akey, 'name', 'nickname', 'role_id'), at)
 end
@@ -350,7 +340,7 @@ end
 -- there is no key, "hash" when it is a hash whose id field is the id, else a
 -- message saying why tinytown would not read it as that agent.
 local function agent_status(town, id)
-  local akey = tkey(town, 'agent', id)
+  local akey = KEY.agent(town, id)
   local t = type_of(akey)
   if t == 'none' then return 'none' end
   if t ~= 'hash' then return akey .. ' holds a ' .. t .. ', not a hash' end

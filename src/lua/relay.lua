@@ -36,9 +36,9 @@
 --                                         the outbox is trimmed up to id
 --   release id ordinal                 -> the same, then the lease is given up; id "" keeps the cursor
 local op, town, me = ARGV[1], ARGV[2], ARGV[3]
-local lease = 'ttb:' .. town .. ':relay:lease'
-local cursor = 'ttb:' .. town .. ':relay:cursor'
-local ordinal = 'ttb:' .. town .. ':relay:cursor:ordinal'
+local lease = KEY.relay_lease(town)
+local cursor = KEY.relay_cursor(town)
+local ordinal = KEY.relay_cursor_ordinal(town)
 local holder = redis.call('GET', lease)
 
 if op == 'acquire' then
@@ -70,7 +70,7 @@ end
 if op == 'read' then
   if ARGV[5] == '1' then redis.call('PEXPIRE', lease, ARGV[4]) end
   local pos, pos_ord, count = ARGV[6], ARGV[7], tonumber(ARGV[8])
-  local key, okey = tkey(town, 'events'), outbox_key(town)
+  local key, okey = KEY.events(town), KEY.outbox(town)
   local info = stream_info(key)
   local added = info and info['entries-added'] or 0
   local first = false
@@ -126,8 +126,8 @@ if op == 'cursor' or op == 'release' then
     end
     -- Kafka has everything up to the cursor: the outbox may let it go.
     local after = id_next(ARGV[4])
-    if after and redis.call('TYPE', outbox_key(town)).ok == 'stream' then
-      redis.call('XTRIM', outbox_key(town), 'MINID', after)
+    if after and redis.call('TYPE', KEY.outbox(town)).ok == 'stream' then
+      redis.call('XTRIM', KEY.outbox(town), 'MINID', after)
     end
   end
   if op == 'release' then redis.call('DEL', lease) end

@@ -19,7 +19,7 @@ if parent ~= '' and agent_status(town, parent) ~= 'hash' then
   return finish(idem, op, 'agent_not_found', 'parent agent ' .. parent .. ' not found', ts, {})
 end
 local checks = concat(agent_keys(town, id), town_keys(town))
-if parent ~= '' then checks = concat(checks, { tkey(town, 'events:agent', parent), 'stream' }) end
+if parent ~= '' then checks = concat(checks, { KEY.agent_events(town, parent), 'stream' }) end
 local bad = wrong_type(checks)
 if bad then return finish(idem, op, 'internal', bad, ts, {}) end
 
@@ -29,15 +29,15 @@ if bad then return finish(idem, op, 'internal', bad, ts, {}) end
 -- race of two bridges spawning one name at once); each is re-read here,
 -- atomically, since it may have changed since anyone looked.
 local lname = string.lower(name)
-local names = 'ttb:' .. town .. ':names'
+local names = KEY.names(town)
 local candidates = {}
 for i = 1, ncand do candidates[#candidates + 1] = ARGV[at + i] end
 local holder = redis.call('HGET', names, lname)
 if holder then candidates[#candidates + 1] = holder end
 for _, cid in ipairs(candidates) do
   local found = {}
-  if type_of(tkey(town, 'agent', cid)) == 'hash' then
-    found = redis.call('HMGET', tkey(town, 'agent', cid), 'name', 'state')
+  if type_of(KEY.agent(town, cid)) == 'hash' then
+    found = redis.call('HMGET', KEY.agent(town, cid), 'name', 'state')
   end
   if found[1] and string.lower(found[1]) == lname and not TERMINAL[norm_state(found[2])] then
     return finish(idem, op, 'name_conflict',
@@ -46,7 +46,7 @@ for _, cid in ipairs(candidates) do
   end
 end
 
-local akey = tkey(town, 'agent', id)
+local akey = KEY.agent(town, id)
 if redis.call('EXISTS', akey) == 1 then
   return finish(idem, op, 'internal', 'agent id ' .. id .. ' already exists', ts, {})
 end

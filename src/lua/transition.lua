@@ -9,7 +9,7 @@ local prev = idem_get(idem)
 if prev then return prev end
 -- One read of the agent for every check below (a fifth of the script's
 -- cost was reading it field by field).
-local akey = tkey(town, 'agent', id)
+local akey = KEY.agent(town, id)
 local kind = type_of(akey)
 local f = kind == 'hash' and
           redis.call('HMGET', akey, 'name', 'nickname', 'role_id', 'id', 'state') or nil
@@ -21,8 +21,8 @@ elseif kind ~= 'hash' then
 elseif f[4] ~= id then
   return finish(idem, op, 'agent_not_found', unreadable(akey, id), ts, {})
 end
-local bad = wrong_type(concat({ tkey(town, 'activity', id), 'list',
-                                tkey(town, 'events:agent', id), 'stream' }, town_keys(town)))
+local bad = wrong_type(concat({ KEY.activity(town, id), 'list',
+                                KEY.agent_events(town, id), 'stream' }, town_keys(town)))
 if bad then return finish(idem, op, 'internal', bad, ts, {}) end
 local state = norm_state(f[5])
 local name = f[1] or id
@@ -32,7 +32,7 @@ if op == 'kill' then
   kill_agent(town, id, state, ts)
 elseif op == 'restart' then
   redis.call('HSET', akey, 'state', 'idle', 'rounds_completed', '0', 'last_heartbeat', ts_hash)
-  redis.call('DEL', tkey(town, 'stop', id))
+  redis.call('DEL', KEY.stop(town, id))
   emit(town, { type = 'agent_state_changed', agent_id = id, old = old, new = 'Idle',
                message = 'Agent restarted', ts = ts })
   observe(town, id, 'idle')
@@ -52,7 +52,7 @@ elseif op == 'resume' then
                   'agent ' .. name .. ' is ' .. old .. ', not Paused', ts, {})
   end
   redis.call('HSET', akey, 'state', 'idle')
-  redis.call('DEL', tkey(town, 'stop', id))
+  redis.call('DEL', KEY.stop(town, id))
   activity(town, id, ACT_RESUME)
   emit(town, { type = 'agent_resumed', agent_id = id, old = 'Paused', new = 'Idle',
                message = 'Agent resumed', ts = ts })
@@ -63,7 +63,7 @@ elseif op == 'close' then
                   'agent ' .. name .. ' is already ' .. old, ts, {})
   end
   redis.call('HSET', akey, 'state', 'draining')
-  redis.call('SET', tkey(town, 'stop', id), '1', 'EX', 3600)
+  redis.call('SET', KEY.stop(town, id), '1', 'EX', 3600)
   activity(town, id, ACT_CLOSE)
   emit(town, { type = 'agent_stopped', agent_id = id, old = old, new = 'Draining',
                message = 'Agent closing (draining then stop)', ts = ts })
