@@ -5,10 +5,10 @@
 -- here mirrors tinytown's own writers: the activity list (LPUSH, LTRIM 0 9,
 -- EXPIRE 3600), the stop flag (SET 1 EX 3600), and events as XADD with
 -- MAXLEN ~ 1000 on the town stream and ~ 100 on agent streams, with the
--- TownEvent JSON serialised field for field as serde does. Keys come from
--- KEY (generated from include/tinytown_bridge/keys.def, as the C side's
--- are) and are built from the town name (standalone Redis, as tinytown
--- itself requires).
+-- TownEvent JSON serialised field for field as serde does. Keys are
+-- written KEY.<name>(town[, id]): scripts/embed-lua.py expands them from
+-- include/tinytown_bridge/keys.def, as the C side's come (standalone Redis,
+-- as tinytown itself requires).
 --
 -- Every script starts by looking up its command's idempotency record and,
 -- if one exists, returns it untouched: a redelivered command changes nothing.
