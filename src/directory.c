@@ -170,28 +170,23 @@ int64_t ttb_dir_age_ms(const ttb_directory_t *dir, int64_t now_ms) {
 /* The entry's string block for @p agent (and @p seen, when its stored bytes
  * differ from the decoded fields), or NULL. */
 static char *make_strs(const ttb_agent_t *agent, const ttb_dir_seen_t *seen, uint8_t *flags) {
-    const char *dec[3] = {agent->name ? agent->name : "", agent->nickname ? agent->nickname : "",
-                          agent->role_id ? agent->role_id : ""};
-    const char *raw[3] = {NULL, NULL, NULL};
+    /* The decoded three, then (only when one differs) the stored three. */
+    const char *part[6] = {agent->name ? agent->name : "", agent->nickname ? agent->nickname : "",
+                           agent->role_id ? agent->role_id : ""};
     *flags = (uint8_t)((agent->nickname ? HAS_NICKNAME : 0) | (agent->role_id ? HAS_ROLE : 0));
     if (seen) {
-        raw[0] = seen->name, raw[1] = seen->nickname, raw[2] = seen->role_id;
-        for (int k = 0; k < 3; k++)
-            if (raw[k] && strcmp(raw[k], dec[k]) != 0) *flags |= HAS_RAW;
+        const char *raw[3] = {seen->name, seen->nickname, seen->role_id};
+        for (int k = 0; k < 3; k++) {
+            part[3 + k] = raw[k] ? raw[k] : part[k];
+            if (strcmp(part[3 + k], part[k]) != 0) *flags |= HAS_RAW;
+        }
     }
+    int nparts = *flags & HAS_RAW ? 6 : 3;
     size_t len[6], total = 0;
-    for (int k = 0; k < 6; k++) {
-        const char *s = k < 3 ? dec[k] : (*flags & HAS_RAW) ? (raw[k - 3] ? raw[k - 3] : dec[k - 3]) : NULL;
-        len[k] = s ? strlen(s) + 1 : 0;
-        total += len[k];
-    }
+    for (int k = 0; k < nparts; k++) total += len[k] = strlen(part[k]) + 1;
     char *block = malloc(total), *w = block;
     if (!block) return NULL;
-    for (int k = 0; k < 6 && len[k]; k++) {
-        const char *s = k < 3 ? dec[k] : raw[k - 3] ? raw[k - 3] : dec[k - 3];
-        memcpy(w, s, len[k]);
-        w += len[k];
-    }
+    for (int k = 0; k < nparts; w += len[k], k++) memcpy(w, part[k], len[k]);
     return block;
 }
 
