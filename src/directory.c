@@ -5,14 +5,21 @@
  * id, and by name folded to ASCII lower case (a spawn's name check ignores
  * case; an exact-name lookup walks the same chain and compares exactly).
  * Chains link entries by index, so the array may move without relinking.
+ * Listing order (created_at, then id) is a third index, an array of entry
+ * indexes kept sorted: a new agent is almost always the newest, so it is
+ * appended; anything else (a removal moves an entry, an older agent read
+ * late) marks it unsorted, and the next listing sorts it again.
  *
- * An entry is the id, a few flags and one allocation holding the decoded
- * name, nickname and role_id, then the stored bytes of the three when they
- * differ (rare: a NUL or invalid UTF-8 in a field). At 100,000 agents that
- * is about 10 MiB, where whole agents took five times as much.
+ * An entry is the id, state, created_at, a few flags and one allocation
+ * holding the decoded name, nickname and role_id, then the stored bytes of
+ * the three when they differ (rare: a NUL or invalid UTF-8 in a field), then
+ * the tail of the agent's key when it is not the id (rarer: written by
+ * hand). At 100,000 agents that is about 12 MiB, where whole agents took
+ * four times as much.
  */
 #include "tinytown_bridge/directory.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,11 +33,14 @@ enum {
     HAS_ROLE = 2,     /* the agent has a role_id */
     HAS_RAW = 4,      /* the stored bytes follow the decoded strings */
     DIRTY = 8,        /* in the dirty list already */
+    HAS_KEY = 16,     /* its key is not tt:{town}:agent:<id>: the key's tail follows */
 };
 
 typedef struct entry {
     char id[TTB_UUID_BUFSZ];
     uint8_t flags;
+    uint8_t state; /* ttb_agent_state_t */
+    ttb_time_t created_at;
     uint32_t next_id, next_name; /* the next entry of this one's chains */
     char *strs;                  /* name, nickname, role_id [, their stored bytes] */
 } entry_t;
@@ -40,6 +50,9 @@ struct ttb_directory {
     size_t n, cap;
     uint32_t *by_id, *by_name; /* chain heads */
     size_t nbuckets;           /* a power of two, or 0 */
+    uint32_t *order;           /* entry indexes in listing order, when sorted */
+    size_t norder, caporder;
+    bool sorted;               /* order holds every entry, in order */
     bool valid;
     int64_t filled_ms;
     char (*dirty)[TTB_UUID_BUFSZ];
@@ -132,7 +145,38 @@ static entry_t *find(const ttb_directory_t *dir, const char *id) {
     return NULL;
 }
 
-ttb_directory_t *ttb_dir_new(void) { return calloc(1, sizeof(ttb_directory_t)); }
+ttb_directory_t *ttb_dir_new(void) {
+    ttb_directory_t *dir = calloc(1, sizeof(ttb_directory_t));
+    if (dir) dir->sorted = true;
+    return dir;
+}
+
+/* Listing order: oldest first, id breaking ties. */
+static int order_cmp(const entry_t *a, const entry_t *b) {
+    int c = ttb_time_cmp(a->created_at, b->created_at);
+    return c ? c : strcmp(a->id, b->id);
+}
+
+/* Keeps the order sorted when entry @p i is new and the newest (the usual
+ * spawn); anything else leaves it to be sorted at the next listing. */
+static void order_added(ttb_directory_t *dir, size_t i) {
+    if (!dir->sorted) return;
+    if (dir->norder && order_cmp(&dir->entries[dir->order[dir->norder - 1]], &dir->entries[i]) > 0) {
+        dir->sorted = false;
+        return;
+    }
+    if (dir->norder == dir->caporder) {
+        size_t cap = dir->caporder ? dir->caporder * 2 : 64;
+        uint32_t *grown = realloc(dir->order, cap * sizeof(*grown));
+        if (!grown) {
+            dir->sorted = false; /* sorted (and allocated) again when asked */
+            return;
+        }
+        dir->order = grown;
+        dir->caporder = cap;
+    }
+    dir->order[dir->norder++] = (uint32_t)i;
+}
 
 void ttb_dir_clear(ttb_directory_t *dir) {
     for (size_t i = 0; i < dir->n; i++) free(dir->entries[i].strs);
@@ -143,6 +187,8 @@ void ttb_dir_clear(ttb_directory_t *dir) {
     }
     dir->valid = false;
     dir->ndirty = 0;
+    dir->norder = 0;
+    dir->sorted = true;
 }
 
 void ttb_dir_free(ttb_directory_t *dir) {
@@ -151,6 +197,7 @@ void ttb_dir_free(ttb_directory_t *dir) {
     free(dir->entries);
     free(dir->by_id);
     free(dir->by_name);
+    free(dir->order);
     free(dir->dirty);
     free(dir->dirty_view);
     free(dir);
@@ -168,10 +215,11 @@ int64_t ttb_dir_age_ms(const ttb_directory_t *dir, int64_t now_ms) {
 }
 
 /* The entry's string block for @p agent (and @p seen, when its stored bytes
- * differ from the decoded fields), or NULL. */
+ * differ from the decoded fields, or its key from its id), or NULL. */
 static char *make_strs(const ttb_agent_t *agent, const ttb_dir_seen_t *seen, uint8_t *flags) {
-    /* The decoded three, then (only when one differs) the stored three. */
-    const char *part[6] = {agent->name ? agent->name : "", agent->nickname ? agent->nickname : "",
+    /* The decoded three, then the stored three (only when one differs),
+     * then the key's id part (only when it is not the id). */
+    const char *part[7] = {agent->name ? agent->name : "", agent->nickname ? agent->nickname : "",
                            agent->role_id ? agent->role_id : ""};
     *flags = (uint8_t)((agent->nickname ? HAS_NICKNAME : 0) | (agent->role_id ? HAS_ROLE : 0));
     if (seen) {
@@ -182,7 +230,11 @@ static char *make_strs(const ttb_agent_t *agent, const ttb_dir_seen_t *seen, uin
         }
     }
     int nparts = *flags & HAS_RAW ? 6 : 3;
-    size_t len[6], total = 0;
+    if (seen && seen->key && strcmp(seen->key, agent->id) != 0) {
+        *flags |= HAS_KEY;
+        part[nparts++] = seen->key;
+    }
+    size_t len[7], total = 0;
     for (int k = 0; k < nparts; k++) total += len[k] = strlen(part[k]) + 1;
     char *block = malloc(total), *w = block;
     if (!block) return NULL;
@@ -195,6 +247,8 @@ int ttb_dir_put(ttb_directory_t *dir, ttb_agent_t *agent, const ttb_dir_seen_t *
     char *strs = make_strs(agent, seen, &flags);
     char id[TTB_UUID_BUFSZ];
     memcpy(id, agent->id, sizeof(id));
+    ttb_time_t created_at = agent->created_at;
+    uint8_t state = (uint8_t)agent->state;
     ttb_agent_clear(agent);
     if (!strs) return TTB_ERR_NOMEM;
 
@@ -205,6 +259,9 @@ int ttb_dir_put(ttb_directory_t *dir, ttb_agent_t *agent, const ttb_dir_seen_t *
         free(e->strs);
         e->strs = strs;
         e->flags = (uint8_t)(flags | (e->flags & DIRTY));
+        e->state = state;
+        if (ttb_time_cmp(e->created_at, created_at) != 0) dir->sorted = false;
+        e->created_at = created_at;
         link_at(dir, i, true);
         return 0;
     }
@@ -227,8 +284,11 @@ int ttb_dir_put(ttb_directory_t *dir, ttb_agent_t *agent, const ttb_dir_seen_t *
     memcpy(fresh->id, id, sizeof(id));
     fresh->flags = flags;
     fresh->strs = strs;
+    fresh->state = state;
+    fresh->created_at = created_at;
     link_at(dir, i, false);
     link_at(dir, i, true);
+    order_added(dir, i);
     return 0;
 }
 
@@ -239,6 +299,7 @@ void ttb_dir_remove(ttb_directory_t *dir, const char *id) {
     unlink_at(dir, i, false);
     unlink_at(dir, i, true);
     free(e->strs);
+    dir->sorted = false; /* indexes moved; sorted again when listed */
     if (i != last) {
         unlink_at(dir, last, false);
         unlink_at(dir, last, true);
@@ -253,6 +314,12 @@ void ttb_dir_remove(ttb_directory_t *dir, const char *id) {
 
 size_t ttb_dir_count(const ttb_directory_t *dir) { return dir->n; }
 
+bool ttb_dir_index(const ttb_directory_t *dir, const char *id, size_t *index) {
+    const entry_t *e = find(dir, id);
+    if (e) *index = (size_t)(e - dir->entries);
+    return e != NULL;
+}
+
 const char *ttb_dir_id(const ttb_directory_t *dir, size_t index) {
     return dir->entries[index].id;
 }
@@ -266,13 +333,73 @@ ttb_agent_t ttb_dir_agent(const ttb_directory_t *dir, size_t index) {
     a.name = (char *)(uintptr_t)entry_name(e);
     a.nickname = e->flags & HAS_NICKNAME ? (char *)(uintptr_t)str_at(e, 1) : NULL;
     a.role_id = e->flags & HAS_ROLE ? (char *)(uintptr_t)str_at(e, 2) : NULL;
+    a.state = (ttb_agent_state_t)e->state;
+    a.created_at = e->created_at;
     return a;
+}
+
+bool ttb_dir_unsure(const ttb_directory_t *dir, size_t index) {
+    return dir->entries[index].flags & DIRTY;
+}
+
+/* What a sort compares, copied out of the entries (qsort takes no context). */
+typedef struct order_key {
+    ttb_time_t created_at;
+    const char *id;
+    uint32_t index;
+} order_key_t;
+
+static int order_key_cmp(const void *a, const void *b) {
+    const order_key_t *x = a, *y = b;
+    int c = ttb_time_cmp(x->created_at, y->created_at);
+    return c ? c : strcmp(x->id, y->id);
+}
+
+int ttb_dir_in_order(ttb_directory_t *dir, const uint32_t **order) {
+    if (!dir->sorted) {
+        order_key_t *keys = malloc(sizeof(*keys) * (dir->n ? dir->n : 1));
+        if (!keys) return TTB_ERR_NOMEM;
+        if (dir->caporder < dir->n) {
+            uint32_t *grown = realloc(dir->order, dir->n * sizeof(*grown));
+            if (!grown) {
+                free(keys);
+                return TTB_ERR_NOMEM;
+            }
+            dir->order = grown;
+            dir->caporder = dir->n;
+        }
+        for (size_t i = 0; i < dir->n; i++)
+            keys[i] = (order_key_t){dir->entries[i].created_at, dir->entries[i].id, (uint32_t)i};
+        qsort(keys, dir->n, sizeof(*keys), order_key_cmp);
+        for (size_t i = 0; i < dir->n; i++) dir->order[i] = keys[i].index;
+        free(keys);
+        dir->norder = dir->n;
+        dir->sorted = true;
+    }
+    *order = dir->order;
+    return 0;
+}
+
+size_t ttb_dir_seek(const ttb_directory_t *dir, const uint32_t *order, ttb_time_t created_at,
+                    const char *id) {
+    entry_t key;
+    memset(&key, 0, sizeof(key));
+    key.created_at = created_at;
+    snprintf(key.id, sizeof(key.id), "%s", id);
+    size_t lo = 0, hi = dir->n; /* the first entry after the key is in [lo, hi] */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (order_cmp(&dir->entries[order[mid]], &key) <= 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
 }
 
 ttb_dir_seen_t ttb_dir_seen(const ttb_directory_t *dir, size_t index) {
     const entry_t *e = &dir->entries[index];
     int base = e->flags & HAS_RAW ? 3 : 0;
-    ttb_dir_seen_t s = {str_at(e, base), str_at(e, base + 1), str_at(e, base + 2)};
+    ttb_dir_seen_t s = {str_at(e, base), str_at(e, base + 1), str_at(e, base + 2),
+                        e->flags & HAS_KEY ? str_at(e, base + 3) : NULL};
     return s;
 }
 
@@ -334,6 +461,22 @@ ttb_code_t ttb_dir_resolve(const ttb_directory_t *dir, const char *ref, size_t *
 
 static int dirty_cmp(const void *a, const void *b) { return strcmp(a, b); }
 
+/* Puts entry @p e (or, for an agent the directory lacks, @p uuid) on the
+ * dirty list, once. */
+static int add_dirty(ttb_directory_t *dir, entry_t *e, const char *uuid) {
+    if (e && (e->flags & DIRTY)) return 0; /* a busy agent is notified many times */
+    if (dir->ndirty == dir->capdirty) {
+        size_t cap = dir->capdirty ? dir->capdirty * 2 : 32;
+        void *grown = realloc(dir->dirty, cap * sizeof(*dir->dirty));
+        if (!grown) return TTB_ERR_NOMEM;
+        dir->dirty = grown;
+        dir->capdirty = cap;
+    }
+    if (e) e->flags |= DIRTY;
+    memcpy(dir->dirty[dir->ndirty++], uuid, TTB_UUID_BUFSZ);
+    return 0;
+}
+
 int ttb_dir_touch(ttb_directory_t *dir, const char *id, size_t len) {
     if (!dir->valid) return 0; /* the next SCAN reads everything anyway */
     char uuid[TTB_UUID_BUFSZ];
@@ -344,21 +487,14 @@ int ttb_dir_touch(ttb_directory_t *dir, const char *id, size_t len) {
         ttb_dir_clear(dir);
         return 0;
     }
-    entry_t *e = find(dir, uuid);
-    if (e && (e->flags & DIRTY)) return 0; /* a busy agent is notified many times */
-    if (e) e->flags |= DIRTY;
-    if (dir->ndirty == dir->capdirty) {
-        size_t cap = dir->capdirty ? dir->capdirty * 2 : 32;
-        void *grown = realloc(dir->dirty, cap * sizeof(*dir->dirty));
-        if (!grown) {
-            ttb_dir_clear(dir);
-            return TTB_ERR_NOMEM;
-        }
-        dir->dirty = grown;
-        dir->capdirty = cap;
-    }
-    memcpy(dir->dirty[dir->ndirty++], uuid, TTB_UUID_BUFSZ);
-    return 0;
+    int rc = add_dirty(dir, find(dir, uuid), uuid);
+    if (rc) ttb_dir_clear(dir);
+    return rc;
+}
+
+int ttb_dir_mark_changing(ttb_directory_t *dir, const char *id) {
+    entry_t *e = find(dir, id);
+    return e ? add_dirty(dir, e, e->id) : 0;
 }
 
 size_t ttb_dir_dirty(ttb_directory_t *d, const char *const **ids) {

@@ -168,42 +168,22 @@ static int agent_from_reply(const redisReply *reply, ttb_agent_t *agent, ttb_tim
 /* ------------------------------------------------------------------------ */
 /* A town as a round sees it                                                 */
 
-typedef struct listed {
-    ttb_agent_t agent;
-    long long inbox_len;
-    long long urgent_len;
-    char *scope;
-} listed_t;
-
 typedef struct town_view {
     const char *town;
-    bool want_dir;    /* agents, for references and name checks */
-    bool want_counts; /* plus inbox/urgent lengths and scopes, for listings */
-    bool want_tasks;  /* completed tasks, for get_result */
+    bool want_dir;           /* its directory: references, name checks, listings */
+    bool want_tasks;         /* completed tasks, for get_result */
     bool membership_changed; /* a prune ran earlier in this round */
-    bool changed;            /* any mutation ran earlier in this round */
-    /* The town's directory, when references resolve there (no listing in
-     * the round); else they resolve in agents[] below, read by SCAN. */
-    ttb_directory_t *dir;
-    bool dir_fresh; /* the directory was read whole for this round */
-    bool recheck;   /* it could not resolve a reference: read the town again */
-    listed_t *agents;
-    size_t nagents, capagents;
+    ttb_directory_t *dir;    /* the town's directory, made current for the round */
+    bool dir_fresh;          /* the directory was read whole for this round */
+    bool recheck;            /* it could not resolve a reference: read the town again */
+    size_t failed_spawns;    /* spawns of the round that turned out not to happen */
     ttb_task_t *tasks;
     size_t ntasks, captasks;
-    ttb_agent_t *flat; /* shallow copies of agents[].agent, for ttb_agent_resolve */
-    size_t nflat, capflat;
 } town_view_t;
 
 static void view_clear(town_view_t *v) {
-    for (size_t i = 0; i < v->nagents; i++) {
-        ttb_agent_clear(&v->agents[i].agent);
-        free(v->agents[i].scope);
-    }
-    free(v->agents);
     for (size_t i = 0; i < v->ntasks; i++) ttb_task_clear(&v->tasks[i]);
     free(v->tasks);
-    free(v->flat);
     memset(v, 0, sizeof(*v));
 }
 
@@ -218,198 +198,72 @@ static int grow(void **items, size_t *cap, size_t need, size_t size) {
     return 0;
 }
 
-static listed_t *view_add_agent(town_view_t *v) {
-    if (grow((void **)&v->agents, &v->capagents, v->nagents + 1, sizeof(*v->agents))) return NULL;
-    listed_t *l = &v->agents[v->nagents++];
-    memset(l, 0, sizeof(*l));
-    return l;
-}
-
-static int cmp_listed_id(const void *a, const void *b) {
-    return strcmp(((const listed_t *)a)->agent.id, ((const listed_t *)b)->agent.id);
-}
-
-/* Oldest first, as a person reading a listing expects; id breaks ties. */
-static int cmp_listed_created(const void *a, const void *b) {
-    const ttb_agent_t *x = &((const listed_t *)a)->agent, *y = &((const listed_t *)b)->agent;
-    int c = ttb_time_cmp(x->created_at, y->created_at);
-    return c ? c : strcmp(x->id, y->id);
-}
-
-/* SCAN may return a key more than once; keep one entry per agent id. */
-static void view_dedupe(town_view_t *v) {
-    if (v->nagents < 2) return;
-    qsort(v->agents, v->nagents, sizeof(*v->agents), cmp_listed_id);
-    size_t w = 1;
-    for (size_t r = 1; r < v->nagents; r++) {
-        if (strcmp(v->agents[r].agent.id, v->agents[w - 1].agent.id) == 0) {
-            ttb_agent_clear(&v->agents[r].agent);
-            free(v->agents[r].scope);
-            continue;
-        }
-        v->agents[w++] = v->agents[r];
-    }
-    v->nagents = w;
-    qsort(v->agents, v->nagents, sizeof(*v->agents), cmp_listed_created);
-}
-
-static int append_agent_reads(ttb_store_t *store, const char *town, const redisReply *key,
-                              bool counts) {
-    /* The id is whatever follows "tt:{town}:agent:"; tinytown's own lists
-     * read the hash's id field, and so does the decoder. */
-    int rc = ttb_store_appendf(store, "HGETALL %b", key->str, key->len);
-    if (rc || !counts) return rc;
-    char pattern[TTB_KEY_BUFSZ];
-    size_t prefix = ttb_key_agent_pattern(pattern, town) - 1; /* up to the "*" */
-    if (key->len <= prefix) {
-        rc = ttb_store_appendf(store, "ECHO 0");
-        if (!rc) rc = ttb_store_appendf(store, "ECHO 0");
-        return rc;
-    }
-    char id[TTB_KEY_BUFSZ], lkey[TTB_KEY_BUFSZ];
-    size_t idlen = key->len - prefix;
-    if (idlen >= sizeof(id)) idlen = sizeof(id) - 1; /* SCAN found it: never that long */
-    memcpy(id, key->str + prefix, idlen);
-    id[idlen] = '\0';
-    ttb_key_inbox(lkey, town, id);
-    rc = ttb_store_appendf(store, "LLEN %s", lkey);
-    ttb_key_urgent(lkey, town, id);
-    if (!rc) rc = ttb_store_appendf(store, "LLEN %s", lkey);
-    return rc;
-}
-
 static long long reply_integer(const redisReply *r) {
     if (r->type == REDIS_REPLY_INTEGER) return r->integer;
     return 0;
 }
 
-/* Reads the replies queued for one SCAN page of agent keys. */
-static int read_agent_page(ttb_store_t *store, town_view_t *v, size_t nkeys, bool counts,
-                           ttb_time_t now) {
+/* Takes the HGETALL reply @p h of @p key, found by SCAN. */
+typedef int (*take_fn)(town_view_t *, const redisReply *key, const redisReply *h, ttb_time_t);
+
+/* Reads the HGETALL replies queued for the string keys of a SCAN page,
+ * handing each to @p take; after the first failure the rest are only drained. */
+static int read_page(ttb_store_t *store, town_view_t *v, const redisReply *keys, ttb_time_t now,
+                     take_fn take) {
     int first_err = 0;
-    for (size_t k = 0; k < nkeys; k++) {
-        redisReply *h, *in = NULL, *ur = NULL;
+    for (size_t k = 0; k < keys->elements; k++) {
+        if (keys->element[k]->type != REDIS_REPLY_STRING) continue;
+        redisReply *h;
         int rc = ttb_store_reply(store, &h);
         if (rc) return rc;
-        if (counts) {
-            if ((rc = ttb_store_reply(store, &in)) || (rc = ttb_store_reply(store, &ur))) {
-                freeReplyObject(h);
-                if (in) freeReplyObject(in);
-                return rc;
-            }
-        }
-        listed_t *l = first_err ? NULL : view_add_agent(v);
-        if (!l && !first_err) first_err = TTB_ERR_NOMEM;
-        if (l) {
-            rc = agent_from_reply(h, &l->agent, now);
-            if (rc) {
-                v->nagents--; /* deleted meanwhile, or not an agent tinytown could read */
-                if (rc == TTB_ERR_NOMEM) first_err = rc;
-            } else if (counts) {
-                l->inbox_len = reply_integer(in);
-                l->urgent_len = reply_integer(ur);
-            }
-        }
+        if (!first_err) first_err = take(v, keys->element[k], h, now);
         freeReplyObject(h);
-        if (in) freeReplyObject(in);
-        if (ur) freeReplyObject(ur);
     }
     return first_err;
 }
 
-/* Walks a key pattern with SCAN. Each page's per-key reads are queued behind
- * the next SCAN, so a town of N keys costs about N / COUNT round trips. */
-typedef int (*page_append_fn)(ttb_store_t *, const char *, const redisReply *, bool);
-typedef int (*page_read_fn)(ttb_store_t *, town_view_t *, size_t, bool, ttb_time_t);
-
-static int scan_pages(ttb_service_t *svc, town_view_t *v, const char *pattern, bool counts,
-                      page_append_fn append_one, page_read_fn read_page, ttb_time_t now) {
+/* Walks a key pattern with SCAN, handing the HGETALL of each key to @p take.
+ * Each page's reads are queued behind the next SCAN, so a town of N keys
+ * costs about N / COUNT round trips. */
+static int scan_pages(ttb_service_t *svc, town_view_t *v, const char *pattern, take_fn take,
+                      ttb_time_t now) {
     char cursor[TTB_CURSOR_BUFSZ] = "0";
-    size_t queued = 0; /* keys whose reads are queued ahead of the next SCAN */
+    redisReply *queued = NULL; /* the SCAN page whose reads are queued ahead of the next SCAN */
+    const redisReply *keys = NULL;
     for (;;) {
         int rc = ttb_store_appendf(svc->store, "SCAN %s MATCH %s COUNT %u", cursor, pattern,
                                    svc->scan_count);
+        if (!rc && queued && (rc = read_page(svc->store, v, keys, now, take)) && rc != TTB_ERR_IO)
+            ttb_store_skip(svc->store, 1); /* the SCAN's reply: keep the pipeline in step */
+        if (queued) freeReplyObject(queued);
+        queued = NULL;
         if (rc) return rc;
-        if (queued && (rc = read_page(svc->store, v, queued, counts, now))) {
-            /* The SCAN reply is still queued: drain it to keep the pipeline in step. */
-            if (rc != TTB_ERR_IO) ttb_store_skip(svc->store, 1);
-            return rc;
-        }
         redisReply *scan;
-        const redisReply *keys;
         if ((rc = ttb_store_reply(svc->store, &scan))) return rc;
         if (ttb_reply_scan_page(scan, cursor, &keys)) {
             freeReplyObject(scan);
             return TTB_ERR_PROTO;
         }
-        queued = 0;
-        for (size_t i = 0; i < keys->elements; i++) {
-            if (keys->element[i]->type != REDIS_REPLY_STRING) continue;
-            if ((rc = append_one(svc->store, v->town, keys->element[i], counts))) {
-                freeReplyObject(scan);
-                return rc;
-            }
-            queued++;
+        for (size_t i = 0; i < keys->elements && !rc; i++) {
+            const redisReply *k = keys->element[i];
+            if (k->type == REDIS_REPLY_STRING)
+                rc = ttb_store_appendf(svc->store, "HGETALL %b", k->str, k->len);
         }
-        freeReplyObject(scan);
+        if (rc) {
+            freeReplyObject(scan);
+            return rc;
+        }
+        queued = scan;
         if (strcmp(cursor, "0") == 0) break;
     }
-    return queued ? read_page(svc->store, v, queued, counts, now) : 0;
-}
-
-/* current_scope: the description of each agent's current task, one round trip. */
-static int read_scopes(ttb_service_t *svc, town_view_t *v) {
-    size_t asked = 0;
-    for (size_t i = 0; i < v->nagents; i++) {
-        if (!v->agents[i].agent.current_task[0]) continue;
-        char tkey[TTB_KEY_BUFSZ];
-        ttb_key_task(tkey, v->town, v->agents[i].agent.current_task);
-        int rc = ttb_store_appendf(svc->store, "HGET %s description", tkey);
-        if (rc) return rc;
-        asked++;
-    }
-    if (!asked) return 0;
-    int first_err = 0;
-    for (size_t i = 0; i < v->nagents; i++) {
-        if (!v->agents[i].agent.current_task[0]) continue;
-        redisReply *r;
-        int rc = ttb_store_reply(svc->store, &r);
-        if (rc) return rc;
-        if (r->type == REDIS_REPLY_STRING && !first_err) {
-            v->agents[i].scope = strndup(r->str, r->len);
-            if (!v->agents[i].scope) first_err = TTB_ERR_NOMEM;
-        }
-        freeReplyObject(r);
-    }
-    return first_err;
-}
-
-static int append_task_read(ttb_store_t *store, const char *town, const redisReply *key,
-                            bool counts) {
-    (void)town;
-    (void)counts;
-    return ttb_store_appendf(store, "HGETALL %b", key->str, key->len);
-}
-
-/* Reads the @p nkeys queued HGETALL replies of a SCAN page, handing each to
- * @p take; after the first failure the rest are only drained. */
-typedef int (*take_fn)(town_view_t *, const redisReply *, ttb_time_t);
-
-static int read_each(ttb_store_t *store, town_view_t *v, size_t nkeys, ttb_time_t now,
-                     take_fn take) {
-    int first_err = 0;
-    for (size_t k = 0; k < nkeys; k++) {
-        redisReply *h;
-        int rc = ttb_store_reply(store, &h);
-        if (rc) return rc;
-        if (!first_err) first_err = take(v, h, now);
-        freeReplyObject(h);
-    }
-    return first_err;
+    int rc = read_page(svc->store, v, keys, now, take);
+    freeReplyObject(queued);
+    return rc;
 }
 
 /* Keeps only what get_result can pick: completed tasks with an assignee. */
-static int take_task(town_view_t *v, const redisReply *h, ttb_time_t now) {
+static int take_task(town_view_t *v, const redisReply *key, const redisReply *h, ttb_time_t now) {
+    (void)key;
     if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) return 0;
     flat_t f;
     ttb_task_t task;
@@ -430,12 +284,6 @@ static int take_task(town_view_t *v, const redisReply *h, ttb_time_t now) {
     return 0;
 }
 
-static int read_task_page(ttb_store_t *store, town_view_t *v, size_t nkeys, bool counts,
-                          ttb_time_t now) {
-    (void)counts;
-    return read_each(store, v, nkeys, now, take_task);
-}
-
 /* ---- the directory ------------------------------------------------------ */
 
 /* A field of an HGETALL reply, as stored ("" when absent). */
@@ -451,12 +299,13 @@ static const char *raw_field(const redisReply *h, const char *name) {
 
 static ttb_dir_seen_t seen_of(const redisReply *h) {
     ttb_dir_seen_t seen = {raw_field(h, "name"), raw_field(h, "nickname"),
-                           raw_field(h, "role_id")};
+                           raw_field(h, "role_id"), NULL};
     return seen;
 }
 
 /* The fields the directory keeps, in the order dir_refresh asks for them. */
-static const char *const DIR_FIELDS[] = {"id", "name", "nickname", "role_id"};
+static const char *const DIR_FIELDS[] = {"id", "name", "nickname", "role_id", "state",
+                                         "created_at"};
 #define NDIR_FIELDS (sizeof(DIR_FIELDS) / sizeof(DIR_FIELDS[0]))
 
 /* An HMGET of DIR_FIELDS as the HGETALL reply of those fields (absent ones
@@ -478,11 +327,19 @@ static redisReply *hmget_as_hash(const redisReply *m, redisReply *out, redisRepl
     return out;
 }
 
-/* Puts the agent of an HGETALL reply for @p id (NULL: whatever id it has)
- * into the directory, or removes @p id when there is no agent there. */
-static int dir_take(ttb_directory_t *dir, const redisReply *h, const char *id, ttb_time_t now) {
+/* Puts the agent of an HGETALL reply for @p id (NULL: whatever id it has,
+ * read from the key whose id part is @p key_tail) into the directory, or
+ * removes @p id when there is no agent there. */
+static int dir_take(ttb_directory_t *dir, const redisReply *h, const char *id,
+                    const char *key_tail, ttb_time_t now) {
     ttb_agent_t agent;
     int rc = agent_from_reply(h, &agent, now);
+    size_t idx;
+    if (rc == TTB_ERR_NOTFOUND && id && ttb_dir_index(dir, id, &idx) &&
+        ttb_dir_seen(dir, idx).key) {
+        ttb_dir_clear(dir); /* read by id, it was never there: only a SCAN finds its key */
+        return 0;
+    }
     if (rc == TTB_ERR_NOTFOUND) {
         if (id) ttb_dir_remove(dir, id);
         return 0;
@@ -495,17 +352,15 @@ static int dir_take(ttb_directory_t *dir, const redisReply *h, const char *id, t
         return 0;
     }
     ttb_dir_seen_t seen = seen_of(h);
+    seen.key = key_tail;
     return ttb_dir_put(dir, &agent, &seen);
 }
 
-static int take_dir_agent(town_view_t *v, const redisReply *h, ttb_time_t now) {
-    return dir_take(v->dir, h, NULL, now);
-}
-
-static int read_dir_page(ttb_store_t *store, town_view_t *v, size_t nkeys, bool counts,
-                         ttb_time_t now) {
-    (void)counts;
-    return read_each(store, v, nkeys, now, take_dir_agent);
+static int take_dir_agent(town_view_t *v, const redisReply *key, const redisReply *h,
+                          ttb_time_t now) {
+    char pattern[TTB_KEY_BUFSZ];
+    size_t prefix = ttb_key_agent_pattern(pattern, v->town) - 1; /* up to the "*" */
+    return dir_take(v->dir, h, NULL, key->len > prefix ? key->str + prefix : "", now);
 }
 
 /* Reads again, in one round trip, the identity of the agents notified since
@@ -516,8 +371,9 @@ static int dir_refresh(ttb_service_t *svc, ttb_directory_t *dir, const char *tow
     for (size_t i = 0; i < n; i++) {
         char akey[TTB_KEY_BUFSZ];
         ttb_key_agent(akey, town, ids[i]);
-        int rc = ttb_store_appendf(svc->store, "HMGET %s %s %s %s %s", akey, DIR_FIELDS[0],
-                                   DIR_FIELDS[1], DIR_FIELDS[2], DIR_FIELDS[3]);
+        int rc = ttb_store_appendf(svc->store, "HMGET %s %s %s %s %s %s %s", akey, DIR_FIELDS[0],
+                                   DIR_FIELDS[1], DIR_FIELDS[2], DIR_FIELDS[3], DIR_FIELDS[4],
+                                   DIR_FIELDS[5]);
         if (rc) return rc;
     }
     int first_err = 0;
@@ -526,7 +382,7 @@ static int dir_refresh(ttb_service_t *svc, ttb_directory_t *dir, const char *tow
         int rc = ttb_store_reply(svc->store, &m);
         if (rc) return rc;
         if (!first_err && ttb_dir_valid(dir))
-            first_err = dir_take(dir, hmget_as_hash(m, &as_hash, elems, names), ids[i], now);
+            first_err = dir_take(dir, hmget_as_hash(m, &as_hash, elems, names), ids[i], NULL, now);
         freeReplyObject(m);
     }
     if (!first_err) ttb_dir_clear_dirty(dir);
@@ -548,7 +404,7 @@ static int dir_sync(ttb_service_t *svc, town_view_t *v, ttb_time_t now) {
         ttb_key_agent_pattern(pattern, v->town);
         ttb_dir_clear(dir);
         v->dir = dir;
-        rc = scan_pages(svc, v, pattern, false, append_agent_reads, read_dir_page, now);
+        rc = scan_pages(svc, v, pattern, take_dir_agent, now);
         if (!rc) ttb_dir_set_valid(dir, now_ms);
         v->dir_fresh = true;
     }
@@ -559,19 +415,11 @@ static int dir_sync(ttb_service_t *svc, town_view_t *v, ttb_time_t now) {
 
 static int gather(ttb_service_t *svc, town_view_t *v) {
     ttb_time_t now = ttb_time_now();
-    char pattern[TTB_KEY_BUFSZ];
-    int rc = 0;
-    if (v->want_dir && !v->want_counts) {
-        rc = dir_sync(svc, v, now);
-    } else if (v->want_dir || v->want_counts) {
-        ttb_key_agent_pattern(pattern, v->town);
-        rc = scan_pages(svc, v, pattern, v->want_counts, append_agent_reads, read_agent_page, now);
-        if (!rc) view_dedupe(v);
-        if (!rc && v->want_counts) rc = read_scopes(svc, v);
-    }
+    int rc = v->want_dir ? dir_sync(svc, v, now) : 0;
     if (!rc && v->want_tasks) {
+        char pattern[TTB_KEY_BUFSZ];
         ttb_key_task_pattern(pattern, v->town);
-        rc = scan_pages(svc, v, pattern, false, append_task_read, read_task_page, now);
+        rc = scan_pages(svc, v, pattern, take_task, now);
     }
     return rc;
 }
@@ -757,9 +605,8 @@ static int outcome_from_stored(const ttb_command_t *cmd, const char *s, size_t l
 /* Rounds                                                                    */
 
 enum {
-    NEED_DIR = 1,    /* the town's agents, for references and name checks */
-    NEED_COUNTS = 2, /* a full listing with lengths and scopes */
-    NEED_TASKS = 4   /* completed tasks */
+    NEED_DIR = 1,  /* the town's directory: references, name checks, listings */
+    NEED_TASKS = 2 /* completed tasks */
 };
 
 typedef enum step_kind {
@@ -767,7 +614,7 @@ typedef enum step_kind {
     STEP_SCRIPT,   /* one EVALSHA: one reply */
     STEP_WAIT,     /* HSETNX + HGET deadline, HGETALL agent: three replies */
     STEP_AGENT,    /* get_result by id: HGETALL agent, one reply */
-    STEP_READ      /* list/status: rendered from the view, stored afterwards */
+    STEP_LIST      /* list/status: HGETALL + 2 LLEN per agent of its page */
 } step_kind_t;
 
 /* What the directory said of the agent a reference resolved to; the script
@@ -802,9 +649,12 @@ static bool expect_holds(const expect_t *e, const redisReply *h) {
            strcmp(now.role_id, e->role_id) == 0;
 }
 
+typedef struct listing listing_t;
+
 typedef struct step {
     step_kind_t kind;
     town_view_t *view;
+    listing_t *listing;  /* STEP_LIST: its page, then what was read of it */
     char agent_id[TTB_UUID_BUFSZ];
     expect_t expect;     /* resolved in the directory: to be checked */
     int64_t deadline_ms; /* wait: ours, if the SET wins */
@@ -823,7 +673,7 @@ static int needs_of(const ttb_command_t *cmd) {
     case TTB_OP_LIST_OPEN:
     case TTB_OP_STATUS:
     case TTB_OP_STOP_ALL:
-    case TTB_OP_PRUNE: return NEED_DIR | NEED_COUNTS;
+    case TTB_OP_PRUNE: return NEED_DIR;
     case TTB_OP_GET_RESULT: return NEED_TASKS | (ref_is_uuid(cmd->agent, id) ? 0 : NEED_DIR);
     default: return ref_is_uuid(cmd->agent, id) ? 0 : NEED_DIR;
     }
@@ -851,38 +701,22 @@ static int resolve(const ttb_command_t *cmd, const char *ref, town_view_t *v, bo
                    char id[TTB_UUID_BUFSZ], expect_t *expect, ttb_outcome_t *out) {
     if (expect) expect_clear(expect);
     if (ref_is_uuid(ref, id)) return 1;
+    if (!v->dir) return TTB_ERR_INVALID; /* a reference by name always has its directory */
     char err[512];
     size_t idx = 0;
-    if (v->dir) {
-        ttb_code_t code = ttb_dir_resolve(v->dir, ref, &idx, err, sizeof(err));
-        if (code != TTB_CODE_OK && recheck && !v->dir_fresh &&
-            (code == TTB_CODE_AGENT_NOT_FOUND || code == TTB_CODE_AMBIGUOUS_AGENT)) {
-            v->recheck = true;
-            return 2;
-        }
-        if (code != TTB_CODE_OK) {
-            int rc = render_error(cmd, code, err, out);
-            return rc ? rc : 0;
-        }
-        memcpy(id, ttb_dir_id(v->dir, idx), TTB_UUID_BUFSZ);
-        int rc = expect ? expect_set(expect, ttb_dir_seen(v->dir, idx)) : 0;
-        return rc ? rc : 1;
+    ttb_code_t code = ttb_dir_resolve(v->dir, ref, &idx, err, sizeof(err));
+    if (code != TTB_CODE_OK && recheck && !v->dir_fresh &&
+        (code == TTB_CODE_AGENT_NOT_FOUND || code == TTB_CODE_AMBIGUOUS_AGENT)) {
+        v->recheck = true;
+        return 2;
     }
-    /* The directory holds listed_t; resolution wants a plain agent array.
-     * It is built once per round and only extended when a spawn of the
-     * round adds an agent (the directory only grows within a round). */
-    if (v->nflat < v->nagents) {
-        if (grow((void **)&v->flat, &v->capflat, v->nagents, sizeof(*v->flat)))
-            return TTB_ERR_NOMEM;
-        for (; v->nflat < v->nagents; v->nflat++) v->flat[v->nflat] = v->agents[v->nflat].agent;
+    if (code != TTB_CODE_OK) {
+        int rc = render_error(cmd, code, err, out);
+        return rc ? rc : 0;
     }
-    ttb_code_t code = ttb_agent_resolve(v->flat, v->nagents, ref, &idx, err, sizeof(err));
-    if (code == TTB_CODE_OK) {
-        memcpy(id, v->agents[idx].agent.id, TTB_UUID_BUFSZ);
-        return 1;
-    }
-    int rc = render_error(cmd, code, err, out);
-    return rc ? rc : 0;
+    memcpy(id, ttb_dir_id(v->dir, idx), TTB_UUID_BUFSZ);
+    int rc = expect ? expect_set(expect, ttb_dir_seen(v->dir, idx)) : 0;
+    return rc ? rc : 1;
 }
 
 typedef struct argv_buf {
@@ -967,19 +801,6 @@ static int spawned_to_dir(ttb_directory_t *dir, const ttb_agent_t *a, const ttb_
     return ttb_dir_put(dir, &copy, NULL);
 }
 
-/* The agents a spawn's name check looks at: those with its name, any case. */
-static size_t name_holders(const town_view_t *v, const char *name, const char **ids, size_t max) {
-    if (v->dir) return ttb_dir_name_holders(v->dir, name, ids, max);
-    size_t found = 0;
-    for (size_t i = 0; i < v->nagents; i++) {
-        const ttb_agent_t *a = &v->agents[i].agent;
-        if (strcasecmp(a->name, name) != 0) continue;
-        if (found < max) ids[found] = a->id;
-        found++;
-    }
-    return found;
-}
-
 static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_t *v,
                         const char *parent_id, const expect_t *parent_expect, step_t *st,
                         ttb_time_t now) {
@@ -1004,10 +825,10 @@ static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_
     script_head_t head;
     ttb_agent_hash_t hash;
     char ncand[24];
-    size_t cand = name_holders(v, cmd->name, NULL, 0);
+    size_t cand = ttb_dir_name_holders(v->dir, cmd->name, NULL, 0);
     const char **cands = malloc(sizeof(*cands) * (cand ? cand : 1));
     if (!cands) return TTB_ERR_NOMEM;
-    name_holders(v, cmd->name, cands, cand);
+    ttb_dir_name_holders(v->dir, cmd->name, cands, cand);
     snprintf(ncand, sizeof(ncand), "%zu", cand);
     ttb_agent_to_hash(&a, &hash);
 
@@ -1031,22 +852,8 @@ static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_
     if (rc) return rc;
 
     /* Later commands may already name the new agent (and if the spawn fails,
-     * collect_round takes it out of the directory again). */
-    ttb_directory_t *dir = v->dir ? v->dir : town_dir(svc, cmd->town, strlen(cmd->town));
-    if (dir && ttb_dir_valid(dir) && (rc = spawned_to_dir(dir, &a, cmd))) return rc;
-    if (v->dir) return 0;
-    listed_t *l = view_add_agent(v);
-    if (!l) return TTB_ERR_NOMEM;
-    memcpy(l->agent.id, a.id, TTB_UUID_BUFSZ);
-    l->agent.name = strdup(cmd->name);
-    l->agent.cli = strdup(a.cli);
-    l->agent.nickname = strdup(a.nickname);
-    l->agent.role_id = cmd->role_id ? strdup(cmd->role_id) : NULL;
-    l->agent.state = TTB_STATE_STARTING;
-    l->agent.created_at = l->agent.last_heartbeat = l->agent.last_active_at = now;
-    if (!l->agent.name || !l->agent.cli || !l->agent.nickname || (cmd->role_id && !l->agent.role_id))
-        return TTB_ERR_NOMEM;
-    return 0;
+     * script_done takes it out of the directory again). */
+    return spawned_to_dir(v->dir, &a, cmd);
 }
 
 static int append_transition(ttb_service_t *svc, const ttb_command_t *cmd, const char *id,
@@ -1079,38 +886,55 @@ static bool listing_takes(const ttb_command_t *cmd, const ttb_agent_t *a) {
     }
 }
 
-/* One page of a listing, in listing order (oldest first): the agents after
- * the command's cursor that it takes, at most `limit` of them. */
+/* One page of a listing, chosen in the directory in listing order (oldest
+ * first): the agents after the command's cursor that it takes, at most
+ * `limit` of them. An agent whose state the directory does not know yet
+ * (the bridge just changed it) is on the page whatever its state: whoever
+ * reads the page judges it by what it is then. */
 typedef struct page {
-    size_t *idx; /* indexes into the view's agents */
+    char (*ids)[TTB_UUID_BUFSZ];
+    char **keys; /* the tail of an agent's key where it is not its id, or NULL */
     size_t n;
-    bool more;   /* an agent it would take follows the page */
+    bool more; /* an agent it would take follows the page */
     char next[TTB_TIME_BUFSZ + TTB_UUID_BUFSZ + 1]; /* "<created_at>/<id>" of the last, or "" */
 } page_t;
 
-static int page_of(const ttb_command_t *cmd, const town_view_t *v, page_t *pg) {
+static int page_of(const ttb_command_t *cmd, ttb_directory_t *dir, page_t *pg) {
     memset(pg, 0, sizeof(*pg));
-    pg->idx = malloc(sizeof(*pg->idx) * (v->nagents ? v->nagents : 1));
-    if (!pg->idx) return TTB_ERR_NOMEM;
-    for (size_t i = 0; i < v->nagents; i++) {
-        const ttb_agent_t *a = &v->agents[i].agent;
-        if (cmd->has_after) {
-            int c = ttb_time_cmp(a->created_at, cmd->after_created);
-            if (c < 0 || (c == 0 && strcmp(a->id, cmd->after_id) <= 0)) continue;
-        }
-        if (!listing_takes(cmd, a)) continue;
-        if (cmd->limit && pg->n == cmd->limit) {
+    const uint32_t *order;
+    int rc = ttb_dir_in_order(dir, &order);
+    if (rc) return rc;
+    size_t total = ttb_dir_count(dir);
+    size_t pos = cmd->has_after ? ttb_dir_seek(dir, order, cmd->after_created, cmd->after_id) : 0;
+    size_t cap = cmd->limit && cmd->limit < total - pos ? cmd->limit : total - pos;
+    pg->ids = malloc(sizeof(*pg->ids) * (cap ? cap : 1));
+    if (!pg->ids) return TTB_ERR_NOMEM;
+    ttb_time_t last = {0, 0};
+    for (; pos < total; pos++) {
+        ttb_agent_t a = ttb_dir_agent(dir, order[pos]); /* a view: never cleared */
+        if (!ttb_dir_unsure(dir, order[pos]) && !listing_takes(cmd, &a)) continue;
+        if (pg->n == cap) {
             pg->more = true;
             break;
         }
-        pg->idx[pg->n++] = i;
+        const char *key = ttb_dir_seen(dir, order[pos]).key;
+        if (key && !pg->keys && !(pg->keys = calloc(cap, sizeof(*pg->keys)))) return TTB_ERR_NOMEM;
+        if (key && !(pg->keys[pg->n] = strdup(key))) return TTB_ERR_NOMEM;
+        memcpy(pg->ids[pg->n++], a.id, TTB_UUID_BUFSZ);
+        last = a.created_at;
     }
     if (pg->n) {
-        const ttb_agent_t *last = &v->agents[pg->idx[pg->n - 1]].agent;
-        size_t k = ttb_time_format_json(last->created_at, pg->next);
-        snprintf(pg->next + k, sizeof(pg->next) - k, "/%s", last->id);
+        size_t k = ttb_time_format_json(last, pg->next);
+        snprintf(pg->next + k, sizeof(pg->next) - k, "/%s", pg->ids[pg->n - 1]);
     }
     return 0;
+}
+
+static void page_clear(page_t *pg) {
+    for (size_t k = 0; pg->keys && k < pg->n; k++) free(pg->keys[k]);
+    free(pg->keys);
+    free(pg->ids);
+    memset(pg, 0, sizeof(*pg));
 }
 
 /* Adds "more" and "next" to a listing's result. */
@@ -1127,34 +951,154 @@ static int append_bulk(ttb_service_t *svc, const ttb_command_t *cmd, const town_
     argv_buf_t av = {0};
     script_head_t head;
     page_t pg;
-    int rc = page_of(cmd, v, &pg);
+    int rc = page_of(cmd, v->dir, &pg);
     if (!rc) rc = push_head(svc, cmd, &av, &head, now);
     if (!rc) rc = argv_str(&av, ttb_op_name(cmd->op));
     if (!rc) rc = argv_str(&av, cmd->all ? "1" : "0");
     if (!rc) rc = argv_str(&av, head.ts_json);
     if (!rc) rc = argv_str(&av, pg.more ? "1" : "0");
     if (!rc) rc = argv_str(&av, pg.next);
-    for (size_t k = 0; k < pg.n && !rc; k++) rc = argv_str(&av, v->agents[pg.idx[k]].agent.id);
+    for (size_t k = 0; k < pg.n && !rc; k++) {
+        rc = argv_str(&av, pg.ids[k]);
+        if (!rc && cmd->op == TTB_OP_STOP_ALL) rc = ttb_dir_mark_changing(v->dir, pg.ids[k]);
+    }
     if (!rc)
         rc = ttb_store_append_script(svc->store, TTB_SCRIPT_BULK, 0, (int)av.n, av.argv, av.lens);
     argv_free(&av);
-    free(pg.idx);
+    page_clear(&pg);
     return rc;
 }
 
-/* list, list_open and status, rendered from the round's listing. */
-static int render_listing(ttb_service_t *svc, const ttb_command_t *cmd, const town_view_t *v,
-                          ttb_outcome_t *out) {
-    page_t pg;
-    json_t *agents = json_array();
-    int rc = agents ? page_of(cmd, v, &pg) : TTB_ERR_NOMEM;
-    if (rc) {
-        json_decref(agents);
-        return rc;
+/* list, list_open and status: the page chosen in the directory, then what
+ * was read of each of its agents. */
+typedef struct row {
+    ttb_agent_t agent;
+    long long inbox_len, urgent_len;
+    char *scope; /* the description of its current task, or NULL */
+} row_t;
+
+struct listing {
+    page_t page;
+    size_t town_count; /* status: agents in the town when the page was chosen */
+    row_t *rows;       /* the page's agents that are still there and taken */
+    size_t nrows;
+};
+
+static void listing_free(listing_t *l) {
+    if (!l) return;
+    for (size_t i = 0; i < l->nrows; i++) {
+        ttb_agent_clear(&l->rows[i].agent);
+        free(l->rows[i].scope);
     }
-    for (size_t k = 0; k < pg.n && !rc; k++) {
-        const listed_t *l = &v->agents[pg.idx[k]];
-        json_t *info = ttb_agent_info_to_json(&l->agent, l->inbox_len, l->urgent_len, l->scope);
+    free(l->rows);
+    page_clear(&l->page);
+    free(l);
+}
+
+/* Queues the reads of a listing's page: the agent, its inbox and urgent
+ * lengths. They follow the round's earlier scripts in the pipeline, so they
+ * see what those wrote. */
+static int queue_listing(ttb_service_t *svc, const ttb_command_t *cmd, town_view_t *v,
+                         step_t *st) {
+    listing_t *l = calloc(1, sizeof(*l));
+    if (!l) return TTB_ERR_NOMEM;
+    st->listing = l;
+    int rc = page_of(cmd, v->dir, &l->page);
+    l->town_count = ttb_dir_count(v->dir);
+    if (!rc) {
+        l->rows = calloc(l->page.n ? l->page.n : 1, sizeof(*l->rows));
+        if (!l->rows) rc = TTB_ERR_NOMEM;
+    }
+    for (size_t k = 0; k < l->page.n && !rc; k++) {
+        char key[TTB_KEY_BUFSZ];
+        const char *tail = l->page.keys && l->page.keys[k] ? l->page.keys[k] : l->page.ids[k];
+        ttb_key_agent(key, cmd->town, tail);
+        rc = ttb_store_appendf(svc->store, "HGETALL %s", key);
+        ttb_key_inbox(key, cmd->town, l->page.ids[k]);
+        if (!rc) rc = ttb_store_appendf(svc->store, "LLEN %s", key);
+        ttb_key_urgent(key, cmd->town, l->page.ids[k]);
+        if (!rc) rc = ttb_store_appendf(svc->store, "LLEN %s", key);
+    }
+    return rc;
+}
+
+/* Reads the replies queued by queue_listing. An agent gone since the page
+ * was chosen, or no longer one the listing takes, is left out. */
+static int collect_listing(ttb_service_t *svc, const ttb_command_t *cmd, step_t *st) {
+    listing_t *l = st->listing;
+    ttb_time_t now = ttb_time_now();
+    int first_err = 0;
+    /* Spawns earlier in the round that did not happen are not in the town. */
+    l->town_count -= st->view->failed_spawns < l->town_count ? st->view->failed_spawns
+                                                             : l->town_count;
+    for (size_t k = 0; k < l->page.n; k++) {
+        redisReply *r[3] = {NULL, NULL, NULL};
+        int rc = 0;
+        for (int j = 0; j < 3 && !rc; j++) rc = ttb_store_reply(svc->store, &r[j]);
+        row_t *row = &l->rows[l->nrows];
+        if (!rc && !first_err) {
+            int took = agent_from_reply(r[0], &row->agent, now);
+            if (took == TTB_ERR_NOMEM) first_err = took;
+            if (!took && strcmp(row->agent.id, l->page.ids[k]) == 0 &&
+                listing_takes(cmd, &row->agent)) {
+                row->inbox_len = reply_integer(r[1]);
+                row->urgent_len = reply_integer(r[2]);
+                l->nrows++;
+            } else if (!took) {
+                ttb_agent_clear(&row->agent);
+            }
+        }
+        for (int j = 0; j < 3; j++)
+            if (r[j]) freeReplyObject(r[j]);
+        if (rc) return rc;
+    }
+    return first_err;
+}
+
+/* current_scope: the description of each listed agent's current task, for
+ * every listing of the round in one round trip. */
+static int read_scopes(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
+                       step_t *steps) {
+    size_t asked = 0;
+    for (size_t i = start; i < end; i++) {
+        listing_t *l = steps[i].kind == STEP_LIST ? steps[i].listing : NULL;
+        for (size_t k = 0; l && k < l->nrows; k++) {
+            if (!l->rows[k].agent.current_task[0]) continue;
+            char tkey[TTB_KEY_BUFSZ];
+            ttb_key_task(tkey, cmds[i].town, l->rows[k].agent.current_task);
+            int rc = ttb_store_appendf(svc->store, "HGET %s description", tkey);
+            if (rc) return rc;
+            asked++;
+        }
+    }
+    int first_err = 0;
+    for (size_t i = start; i < end && asked; i++) {
+        listing_t *l = steps[i].kind == STEP_LIST ? steps[i].listing : NULL;
+        for (size_t k = 0; l && k < l->nrows; k++) {
+            row_t *row = &l->rows[k];
+            if (!row->agent.current_task[0]) continue;
+            redisReply *r;
+            int rc = ttb_store_reply(svc->store, &r);
+            if (rc) return rc;
+            if (r->type == REDIS_REPLY_STRING && !first_err) {
+                row->scope = strndup(r->str, r->len);
+                if (!row->scope) first_err = TTB_ERR_NOMEM;
+            }
+            freeReplyObject(r);
+        }
+    }
+    return first_err;
+}
+
+/* list, list_open and status, rendered from what was read of the page. */
+static int render_listing(ttb_service_t *svc, const ttb_command_t *cmd, const listing_t *l,
+                          ttb_outcome_t *out) {
+    json_t *agents = json_array();
+    int rc = agents ? 0 : TTB_ERR_NOMEM;
+    for (size_t k = 0; k < l->nrows && !rc; k++) {
+        const row_t *row = &l->rows[k];
+        json_t *info =
+            ttb_agent_info_to_json(&row->agent, row->inbox_len, row->urgent_len, row->scope);
         if (!info || json_array_append_new(agents, info)) rc = TTB_ERR_NOMEM;
     }
     json_t *result = rc ? NULL : json_object();
@@ -1162,15 +1106,27 @@ static int render_listing(ttb_service_t *svc, const ttb_command_t *cmd, const to
     if (!rc && cmd->op == TTB_OP_STATUS) {
         if (json_object_set_new(result, "town", json_string(cmd->town)) ||
             json_object_set_new(result, "redis_url", json_string(svc->redis_url)) ||
-            json_object_set_new(result, "agent_count", json_integer((json_int_t)v->nagents)))
+            json_object_set_new(result, "agent_count", json_integer((json_int_t)l->town_count)))
             rc = TTB_ERR_NOMEM;
     }
     if (!rc && json_object_set(result, "agents", agents)) rc = TTB_ERR_NOMEM;
-    if (!rc) rc = page_members(result, &pg);
+    if (!rc) rc = page_members(result, &l->page);
     if (!rc) rc = render(cmd, ttb_op_name(cmd->op), TTB_CODE_OK, NULL, result, ttb_time_now(), out);
     json_decref(result);
     json_decref(agents);
-    free(pg.idx);
+    return rc;
+}
+
+/* The round's listings, once every reply of the round is in: their scopes
+ * read, their records rendered (stored with the round's other records). */
+static int finish_listings(ttb_service_t *svc, const ttb_command_t *cmds, size_t start,
+                           size_t end, ttb_outcome_t *out, step_t *steps) {
+    int rc = read_scopes(svc, cmds, start, end, steps);
+    for (size_t i = start; i < end && !rc; i++) {
+        if (steps[i].kind != STEP_LIST) continue;
+        rc = render_listing(svc, &cmds[i], steps[i].listing, &out[i]);
+        steps[i].store_record = !rc;
+    }
     return rc;
 }
 
@@ -1351,8 +1307,10 @@ static int replay_known(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
 static bool done(const ttb_outcome_t *o) { return o->record != NULL || o->pending; }
 
 /* Picks the commands of the round that starts at @p start: it ends before the
- * first command that needs to read a town an earlier command of the round has
- * changed in a way the read would miss. @returns the index one past its end. */
+ * first command that needs a town's directory after a prune of that town
+ * (which removes agents the round's directory still has). Listings do not
+ * end rounds: their reads follow the round's earlier scripts in the
+ * pipeline. @returns the index one past the round's end. */
 static size_t plan_round(const ttb_command_t *cmds, size_t start, size_t n,
                          const ttb_outcome_t *out, round_t *r, town_view_t *views) {
     r->views = views;
@@ -1363,25 +1321,21 @@ static size_t plan_round(const ttb_command_t *cmds, size_t start, size_t n,
         const ttb_command_t *c = &cmds[i];
         int need = needs_of(c);
         town_view_t *v = round_view(r, c->town);
-        if (v && (((need & NEED_COUNTS) && v->changed) ||
-                  ((need & NEED_DIR) && v->membership_changed)))
-            break;
+        if (v && (need & NEED_DIR) && v->membership_changed) break;
         if (!v) {
             v = &views[r->nviews++];
             memset(v, 0, sizeof(*v));
             v->town = c->town;
         }
         if (need & NEED_DIR) v->want_dir = true;
-        if (need & NEED_COUNTS) v->want_counts = true;
         if (need & NEED_TASKS) v->want_tasks = true;
-        if (ttb_op_is_mutating(c->op)) v->changed = true;
         if (c->op == TTB_OP_PRUNE) v->membership_changed = true;
     }
     return i;
 }
 
 /* Queues the commands of one round; fills steps[] and the outcomes known
- * without Redis (resolution errors, listings). */
+ * without Redis (resolution errors). */
 static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
                        ttb_outcome_t *out, round_t *r, step_t *steps, uint8_t *stale,
                        bool *need_retry) {
@@ -1418,6 +1372,8 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
             if (ok == 1) {
                 rc = append_transition(svc, c, st->agent_id, &st->expect, now);
                 st->kind = STEP_SCRIPT;
+                ttb_directory_t *dir = town_dir(svc, c->town, strlen(c->town));
+                if (!rc && dir && ttb_dir_valid(dir)) rc = ttb_dir_mark_changing(dir, st->agent_id);
             }
             break;
         case TTB_OP_STOP_ALL:
@@ -1428,8 +1384,8 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
         case TTB_OP_LIST:
         case TTB_OP_LIST_OPEN:
         case TTB_OP_STATUS:
-            rc = render_listing(svc, c, v, &out[i]);
-            st->kind = STEP_READ;
+            rc = queue_listing(svc, c, v, st);
+            st->kind = STEP_LIST;
             break;
         case TTB_OP_WAIT: {
             ok = resolve(c, c->agent, v, recheck, st->agent_id, expect, &out[i]);
@@ -1469,7 +1425,7 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
         if (ok < 0) return ok;
         if (rc) return rc;
         /* A reference that did not resolve is an answer too: remembered like any. */
-        if (st->kind == STEP_READ || ok == 0) st->store_record = true;
+        if (ok == 0) st->store_record = true;
     }
     return 0;
 }
@@ -1496,12 +1452,14 @@ static void went_stale(step_t *st, uint8_t *stale, bool *need_retry) {
 /* What a script's outcome means for the directory: a spawn that did not
  * happen takes its agent out again; a prune removed agents the directory
  * has not heard of yet. */
-static void script_done(ttb_service_t *svc, const ttb_command_t *c, const step_t *st,
+static void script_done(ttb_service_t *svc, const ttb_command_t *c, step_t *st,
                         const ttb_outcome_t *o) {
     ttb_directory_t *dir = town_dir(svc, c->town, strlen(c->town));
-    if (!dir) return;
-    if (c->op == TTB_OP_SPAWN && o->code != TTB_CODE_OK) ttb_dir_remove(dir, st->agent_id);
-    if (c->op == TTB_OP_PRUNE) ttb_dir_clear(dir);
+    if (c->op == TTB_OP_SPAWN && o->code != TTB_CODE_OK) {
+        if (dir) ttb_dir_remove(dir, st->agent_id);
+        st->view->failed_spawns++;
+    }
+    if (dir && c->op == TTB_OP_PRUNE) ttb_dir_clear(dir);
 }
 
 static int collect_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
@@ -1567,6 +1525,10 @@ static int collect_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t s
             if (!first_err) st->store_record = true;
             break;
         }
+        case STEP_LIST:
+            if ((rc = collect_listing(svc, c, st)) && rc != TTB_ERR_NOMEM) return rc;
+            if (!first_err) first_err = rc;
+            break;
         default: break;
         }
         if (r) freeReplyObject(r);
@@ -1608,18 +1570,23 @@ int ttb_service_execute(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
         size_t end = plan_round(cmds, start, n, out, &r, views);
         for (size_t v = 0; v < r.nviews && !rc; v++) {
             /* plan_round's bookkeeping was about the commands, not the data */
-            r.views[v].changed = r.views[v].membership_changed = false;
+            r.views[v].membership_changed = false;
             rc = gather(svc, &r.views[v]);
         }
         bool rerun = false, retry = false;
         if (!rc) rc = queue_round(svc, cmds, start, end, out, &r, steps, stale, &retry);
         if (!rc) rc = collect_round(svc, cmds, start, end, out, steps, stale, &rerun, &retry);
+        if (!rc) rc = finish_listings(svc, cmds, start, end, out, steps);
         if (!rc) rc = store_round_records(svc, cmds, start, end, out, steps);
         for (size_t v = 0; v < r.nviews; v++) {
             if (r.views[v].recheck && r.views[v].dir) ttb_dir_clear(r.views[v].dir);
             view_clear(&r.views[v]);
         }
-        for (size_t i = start; i < end; i++) expect_clear(&steps[i].expect);
+        for (size_t i = start; i < end; i++) {
+            expect_clear(&steps[i].expect);
+            listing_free(steps[i].listing);
+            steps[i].listing = NULL;
+        }
         if (!rc && retry && !rerun) continue; /* the same commands, after a re-read */
         if (!rc && rerun) {
             /* Scripts were flushed: reload them and run the round's undone

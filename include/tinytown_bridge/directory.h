@@ -18,8 +18,10 @@
  * name (a nickname, a label, a short id, a name held twice, no match) walks
  * the agents, as ttb_agent_resolve does.
  *
- * It keeps only what resolution reads: each agent's id, name, nickname and
- * role (about 100 bytes an agent), not the whole agent.
+ * It keeps only what resolution and listings choose by: each agent's id,
+ * name, nickname, role, state and created_at (about 120 bytes an agent), not
+ * the whole agent. A listing picks its page here, in listing order, and reads
+ * only the agents on it.
  *
  * Not thread-safe; owned by the service, on the bridge's main thread.
  */
@@ -41,6 +43,8 @@ typedef struct ttb_dir_seen {
     const char *name;     /**< the raw `name` field, "" when absent */
     const char *nickname; /**< the raw `nickname` field, "" when absent */
     const char *role_id;  /**< the raw `role_id` field, "" when absent */
+    const char *key;      /**< what follows tt:{town}:agent: in its key, when that is
+                               not its id (a hash written by hand); else NULL */
 } ttb_dir_seen_t;
 
 ttb_directory_t *ttb_dir_new(void);
@@ -67,9 +71,11 @@ void ttb_dir_remove(ttb_directory_t *dir, const char *id);
 
 size_t ttb_dir_count(const ttb_directory_t *dir);
 /** Agent @p index (0 <= index < count; no particular order): its id, name,
- * nickname and role_id, borrowed until the next change; every other field
- * is zero. */
+ * nickname and role_id, borrowed until the next change, its state and
+ * created_at; every other field is zero. */
 ttb_agent_t ttb_dir_agent(const ttb_directory_t *dir, size_t index);
+/** Whether the directory has agent @p id, and if so its @p index. */
+bool ttb_dir_index(const ttb_directory_t *dir, const char *id, size_t *index);
 /** The id of agent @p index (0 <= index < count). */
 const char *ttb_dir_id(const ttb_directory_t *dir, size_t index);
 /**
@@ -79,6 +85,32 @@ const char *ttb_dir_id(const ttb_directory_t *dir, size_t index);
  */
 size_t ttb_dir_name_holders(const ttb_directory_t *dir, const char *name, const char **ids,
                             size_t max);
+/**
+ * Marks agent @p id as being changed by the bridge: it is read again before
+ * the directory is next used (as a notified agent is, and once even when its
+ * notification comes too), and until then its state is unknown. Unlike a
+ * notification this never makes the directory invalid, so it is safe while
+ * commands are being resolved against it.
+ * @returns 0 or TTB_ERR_NOMEM (then the agent is not marked).
+ */
+int ttb_dir_mark_changing(ttb_directory_t *dir, const char *id);
+/** Whether agent @p index's state is unknown: marked by ttb_dir_touch or
+ * ttb_dir_mark_changing, and not read again since. */
+bool ttb_dir_unsure(const ttb_directory_t *dir, size_t index);
+
+/**
+ * The agents in listing order (created_at, then id; oldest first): count
+ * indexes into the directory, in @p order, valid until the next change.
+ * Sorting happens here, and only when agents came out of order since the
+ * last call (new agents are usually the newest, and are simply appended).
+ * @returns 0 or TTB_ERR_NOMEM.
+ */
+int ttb_dir_in_order(ttb_directory_t *dir, const uint32_t **order);
+/** The position in @p order (from ttb_dir_in_order) of the first agent after
+ * (@p created_at, @p id) in listing order; count when there is none. */
+size_t ttb_dir_seek(const ttb_directory_t *dir, const uint32_t *order, ttb_time_t created_at,
+                    const char *id);
+
 /** The stored identity of agent @p index (0 <= index < count). */
 ttb_dir_seen_t ttb_dir_seen(const ttb_directory_t *dir, size_t index);
 

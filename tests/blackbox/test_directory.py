@@ -7,10 +7,13 @@ same name, given a nickname — reaches it through keyspace notifications; and
 when notifications are lost, the scripts' check that the agent still is what
 the directory saw keeps a stale entry from ever acting on the wrong agent.
 
+Listings choose their page in the same directory and read only the agents
+on it, so what other tools write must reach them too.
+
 The other tool here is redis-py writing agent hashes the way tinytown's
 save does (one HSET of every field)."""
-import time
 import uuid
+from datetime import datetime, timezone
 
 from bridge_harness import Stack, err, ok
 from harness import run_tests
@@ -19,7 +22,8 @@ from harness import run_tests
 def tinytown_agent(r, name, nickname=None, town="demo"):
     """Creates an agent as tinytown's spawn saves it; returns its id."""
     aid = str(uuid.uuid4())
-    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000+00:00", time.gmtime())
+    # To the microsecond, so that agents made one after another list in that order.
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000+00:00")
     fields = {"id": aid, "name": name, "agent_type": "worker", "state": "idle",
               "cli": "claude", "created_at": now, "last_heartbeat": now,
               "tasks_completed": "0", "rounds_completed": "0", "last_active_at": now,
@@ -67,6 +71,40 @@ def test_writes_of_other_tools_reach_the_directory():
         # Spawning a name another tool holds (any case) is a conflict.
         tinytown_agent(s.r, "Taken")
         err(s.call("spawn", {"name": "taken"}), "name_conflict")
+
+
+def names(result, member="agents"):
+    return [a["name"] for a in result[member]]
+
+
+def test_listings_follow_other_tools():
+    with Stack() as s:
+        s.bridge()
+        ok(s.call("spawn", {"name": "one"}))  # the directory is read once here
+        two = tinytown_agent(s.r, "two")
+        three = tinytown_agent(s.r, "three")
+        assert names(ok(s.call("list", {}))) == ["one", "two", "three"]
+
+        # Stopped by another tool: no longer open; started again: open again.
+        s.r.hset("tt:demo:agent:%s" % two, "state", "stopped")
+        assert names(ok(s.call("list_open", {}))) == ["one", "three"]
+        s.r.hset("tt:demo:agent:%s" % two, "state", "idle")
+        assert names(ok(s.call("list_open", {}))) == ["one", "two", "three"]
+
+        # Pages, oldest first, with agents deleted and created in between.
+        page = ok(s.call("list_open", {"limit": 2}))
+        assert names(page) == ["one", "two"] and page["more"]
+        s.r.delete("tt:demo:agent:%s" % three)
+        four = tinytown_agent(s.r, "four")
+        page = ok(s.call("list_open", {"limit": 2, "after": page["next"]}))
+        assert names(page) == ["four"] and not page["more"]
+        assert page["agents"][0]["id"] == four
+
+        # stop_all stops what is open now, whoever started it.
+        assert sorted(names(ok(s.call("stop_all", {})), "stopped")) == ["four", "one", "two"]
+        assert names(ok(s.call("list_open", {}))) == []
+        status = ok(s.call("status", {}))
+        assert status["agent_count"] == 3
 
 
 def test_a_stale_entry_never_acts_on_another_agent():

@@ -2,8 +2,9 @@
 /*
  * The agent service against a real redis-server: every operation and its
  * error paths, checked by what lands in Redis (keys, fields, TTLs, streams,
- * event JSON) and by the result records, plus idempotency, the round-trip
- * budget of a 10,000-agent listing, and two clients racing on one agent.
+ * event JSON) and by the result records, plus idempotency, what a listing
+ * page costs in a 10,000-agent town, listings amid the batch's own writes,
+ * and two clients racing on one agent.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -831,43 +832,217 @@ static void test_event_streams_are_trimmed(void **state) {
     assert_int_equal(Rint("LLEN tt:demo:activity:%s", id), 10);
 }
 
-static void test_list_10000_agents_in_few_round_trips(void **state) {
+/* Calls of one command since the last CONFIG RESETSTAT, as Redis counts them. */
+static long long calls_of(const char *command) {
+    char *stats = Rstr("INFO commandstats"), want[64];
+    snprintf(want, sizeof(want), "cmdstat_%s:calls=", command);
+    const char *at = strstr(stats, want);
+    long long n = at ? strtoll(at + strlen(want), NULL, 10) : 0;
+    free(stats);
+    return n;
+}
+
+/* The service as the bridge runs it: told of every change to an agent (by
+ * keyspace notifications there; by the test here, for what it writes). */
+static int live(void **state) {
+    flush(state);
+    ttb_service_set_live(svc, true);
+    return 0;
+}
+
+static int not_live(void **state) {
+    (void)state;
+    ttb_service_set_live(svc, false);
+    return 0;
+}
+
+static void test_listing_reads_only_its_page(void **state) {
     (void)state;
     enum { N = 10000 };
+    static char ids[N][TTB_UUID_BUFSZ];
+    int open = 0;
     for (int i = 0; i < N; i++) {
-        char id[TTB_UUID_BUFSZ];
-        assert_int_equal(ttb_uuid_v4(id), 0);
+        assert_int_equal(ttb_uuid_v4(ids[i]), 0);
         redisAppendCommand(rc,
-                           "HSET tt:demo:agent:%s id %s name w-%d agent_type worker state idle cli "
-                           "claude created_at 2026-11-24T06:51:00.123+00:00 last_heartbeat "
-                           "2026-11-24T06:51:00.123+00:00 tasks_completed 0 rounds_completed 0 "
-                           "last_active_at 2026-11-24T06:51:00.123+00:00 spawn_mode fresh",
-                           id, id, i);
-        redisAppendCommand(rc, "RPUSH tt:demo:inbox:%s hello", id);
+                           "HSET tt:demo:agent:%s id %s name w-%d agent_type worker state %s cli "
+                           "claude created_at 2026-11-24T06:%02d:%02d.%03d+00:00 spawn_mode fresh",
+                           ids[i], ids[i], i, i % 3 ? "idle" : "stopped", i / 6000,
+                           i / 100 % 60, i % 100);
+        redisAppendCommand(rc, "RPUSH tt:demo:inbox:%s hello", ids[i]);
+        open += i % 3 != 0;
     }
     for (int i = 0; i < 2 * N; i++) {
         redisReply *r;
         assert_int_equal(redisGetReply(rc, (void **)&r), REDIS_OK);
         freeReplyObject(r);
     }
-    freeReplyObject(R("CONFIG RESETSTAT"));
+    /* The first use reads the whole town, in few round trips, without KEYS. */
     uint64_t before = ttb_store_round_trips(store);
-    run_t *r = execf("list", "%s", "");
+    run_t *r = execf("list", "\"limit\":1");
     uint64_t trips = ttb_store_round_trips(store) - before;
     assert_ok(r);
-    assert_int_equal(json_array_size(res(r, "agents")), N);
+    run_free(r);
+    print_message("first use of a %d-agent town: %llu round trips\n", N, (unsigned long long)trips);
+    assert_true(trips <= 40); /* 20,000 keys at COUNT 1000: ~20 SCAN pages */
+    assert_int_equal(calls_of("keys"), 0);
+
+    /* Then a page costs what is on it: one HGETALL and two LLENs an agent. */
+    freeReplyObject(R("CONFIG RESETSTAT"));
+    before = ttb_store_round_trips(store);
+    r = execf("list_open", "\"limit\":50");
+    trips = ttb_store_round_trips(store) - before;
+    assert_ok(r);
+    assert_int_equal(json_array_size(res(r, "agents")), 50);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(res(r, "agents"), 0),
+                                                          "name")),
+                        "w-1");
     assert_int_equal(json_integer_value(json_object_get(json_array_get(res(r, "agents"), 0),
                                                         "inbox_len")),
                      1);
-    /* 20,000 keys at COUNT 1000: ~20 SCAN pages, plus replay check and store. */
-    print_message("list of %d agents: %llu round trips\n", N, (unsigned long long)trips);
-    assert_true(trips <= 40);
-    /* Redis agrees: no KEYS, and HGETALL once per agent. */
-    char *stats = Rstr("INFO commandstats");
-    assert_null(strstr(stats, "cmdstat_keys:"));
-    assert_non_null(strstr(stats, "cmdstat_hgetall:calls=10000,"));
-    free(stats);
+    assert_true(json_is_true(res(r, "more")));
     run_free(r);
+    assert_int_equal(calls_of("hgetall"), 50);
+    assert_int_equal(calls_of("llen"), 100);
+    assert_int_equal(calls_of("scan"), 0);
+    assert_true(trips <= 3); /* replay check, the page, storing its record */
+
+    /* Paging through reads each open agent once, oldest first. */
+    freeReplyObject(R("CONFIG RESETSTAT"));
+    char after[128] = "";
+    int seen = 0, expect = 1;
+    for (int page = 0; page < 100; page++) {
+        char args[256];
+        snprintf(args, sizeof(args), "\"limit\":1000%s%s%s", after[0] ? ",\"after\":\"" : "",
+                 after, after[0] ? "\"" : "");
+        r = execf("list_open", "%s", args);
+        assert_ok(r);
+        json_t *agents = res(r, "agents");
+        for (size_t k = 0; k < json_array_size(agents); k++, seen++, expect++) {
+            if (expect % 3 == 0) expect++;
+            char name[32];
+            snprintf(name, sizeof(name), "w-%d", expect);
+            assert_string_equal(json_string_value(json_object_get(json_array_get(agents, k), "name")),
+                                name);
+        }
+        bool more = json_is_true(res(r, "more"));
+        if (more) snprintf(after, sizeof(after), "%s", json_string_value(res(r, "next")));
+        run_free(r);
+        if (!more) break;
+    }
+    assert_int_equal(seen, open);
+    assert_int_equal(calls_of("hgetall"), open);
+
+    /* Another tool restarts a stopped agent; its notification reaches the
+     * service, and the next listing has it. */
+    freeReplyObject(R("HSET tt:demo:agent:%s state idle", ids[0]));
+    ttb_service_agent_touched(svc, "demo", ids[0], strlen(ids[0]));
+    r = execf("list_open", "\"limit\":1");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(res(r, "agents"), 0),
+                                                          "name")),
+                        "w-0");
+    run_free(r);
+
+    r = execf("status", "\"limit\":2");
+    assert_int_equal(json_integer_value(res(r, "agent_count")), N);
+    assert_int_equal(json_array_size(res(r, "agents")), 2);
+    run_free(r);
+}
+
+/* Runs @p n commands as one batch; their records go to @p docs. */
+static void exec_batch(const char *const *jsons, size_t n, json_t **docs) {
+    ttb_command_t cmds[16];
+    ttb_outcome_t out[16];
+    char err[256];
+    assert_true(n <= 16);
+    for (size_t i = 0; i < n; i++)
+        if (ttb_command_parse(jsons[i], strlen(jsons[i]), &policy, &cmds[i], err, sizeof(err)))
+            fail_msg("parse %s: %s", jsons[i], err);
+    assert_int_equal(ttb_service_execute(svc, cmds, n, out), 0);
+    for (size_t i = 0; i < n; i++) {
+        docs[i] = json_loadb(out[i].record, out[i].record_len, 0, NULL);
+        assert_non_null(docs[i]);
+        ttb_outcome_clear(&out[i]);
+        ttb_command_clear(&cmds[i]);
+    }
+}
+
+/* The names of a listing's agents (or of a mutation's member), joined by ",". */
+static const char *names_in(json_t *doc, const char *member, char *buf, size_t size) {
+    json_t *agents = json_object_get(json_object_get(doc, "result"), member);
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t k = 0; k < json_array_size(agents); k++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", k ? "," : "",
+                                 json_string_value(json_object_get(json_array_get(agents, k),
+                                                                   "name")));
+    return buf;
+}
+
+/* Listings in a batch see exactly what the commands before them did, though
+ * they choose their page in the directory, which learns of those changes
+ * only later; and they do not split the batch into rounds. */
+static void test_listings_see_the_batch_before_them(void **state) {
+    (void)state;
+    char a[TTB_UUID_BUFSZ], b[TTB_UUID_BUFSZ], c[TTB_UUID_BUFSZ];
+    spawn("a", a);
+    spawn("b", b);
+    spawn("c", c);
+    set_state(c, "stopped");
+    ttb_service_agent_touched(svc, "demo", c, strlen(c));
+    const char *batch[] = {
+        "{\"id\":\"s-1\",\"op\":\"kill\",\"args\":{\"agent\":\"a\"}}",
+        "{\"id\":\"s-2\",\"op\":\"list_open\"}",
+        "{\"id\":\"s-3\",\"op\":\"restart\",\"args\":{\"agent\":\"c\"}}",
+        "{\"id\":\"s-4\",\"op\":\"list_open\"}",
+        "{\"id\":\"s-5\",\"op\":\"spawn\",\"args\":{\"name\":\"B\"}}",
+        "{\"id\":\"s-6\",\"op\":\"spawn\",\"args\":{\"name\":\"d\"}}",
+        "{\"id\":\"s-7\",\"op\":\"status\"}",
+        "{\"id\":\"s-8\",\"op\":\"stop_all\",\"args\":{\"limit\":2}}",
+        "{\"id\":\"s-9\",\"op\":\"list_open\"}",
+        "{\"id\":\"s-10\",\"op\":\"prune\"}",
+        "{\"id\":\"s-11\",\"op\":\"list\"}",
+    };
+    enum { NB = sizeof(batch) / sizeof(batch[0]) };
+    json_t *docs[NB];
+    char buf[256];
+    uint64_t before = ttb_store_round_trips(store);
+    exec_batch(batch, NB, docs);
+    uint64_t trips = ttb_store_round_trips(store) - before;
+    assert_string_equal(names_in(docs[1], "agents", buf, sizeof(buf)), "b");
+    assert_string_equal(names_in(docs[3], "agents", buf, sizeof(buf)), "b,c");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(docs[4], "error"),
+                                                          "code")),
+                        "name_conflict");
+    assert_string_equal(names_in(docs[6], "agents", buf, sizeof(buf)), "a,b,c,d");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(docs[6], "result"),
+                                                        "agent_count")),
+                     4); /* the spawn that failed is not counted */
+    /* The page is the first two agents stop_all would take as far as the
+     * directory knows (a's kill is not known yet): a, already stopped, is
+     * left alone, and "more" says to go on. */
+    assert_string_equal(names_in(docs[7], "stopped", buf, sizeof(buf)), "b");
+    assert_true(json_is_true(json_object_get(json_object_get(docs[7], "result"), "more")));
+    assert_string_equal(names_in(docs[8], "agents", buf, sizeof(buf)), "c,d");
+    assert_string_equal(names_in(docs[9], "removed", buf, sizeof(buf)), "a,b");
+    assert_string_equal(names_in(docs[10], "agents", buf, sizeof(buf)), "c,d");
+    /* Replay check; the round up to the prune (c re-read, the pipeline, the
+     * records); the round after it (the town read again, since the prune
+     * removed agents: SCAN and its reads, the pipeline, the records). Were
+     * listings to end rounds, each of the seven would add three or more. */
+    print_message("batch of %d: %llu round trips\n", NB, (unsigned long long)trips);
+    assert_true(trips <= 8);
+    for (size_t i = 0; i < NB; i++) json_decref(docs[i]);
+
+    /* The next batch, before any notification of those writes: the
+     * directory reads the agents the bridge changed again first. */
+    const char *next[] = {"{\"id\":\"s-12\",\"op\":\"list_open\"}",
+                          "{\"id\":\"s-13\",\"op\":\"stop_all\"}",
+                          "{\"id\":\"s-14\",\"op\":\"list_open\"}"};
+    exec_batch(next, 3, docs);
+    assert_string_equal(names_in(docs[0], "agents", buf, sizeof(buf)), "c,d");
+    assert_string_equal(names_in(docs[1], "stopped", buf, sizeof(buf)), "c,d");
+    assert_string_equal(names_in(docs[2], "agents", buf, sizeof(buf)), "");
+    for (size_t i = 0; i < 3; i++) json_decref(docs[i]);
 }
 
 /* Two clients race interrupt/resume on one agent. Each script runs atomically,
@@ -1114,7 +1289,8 @@ int main(void) {
         cmocka_unit_test_setup(test_references, flush),
         cmocka_unit_test_setup(test_idempotent_replay, flush),
         cmocka_unit_test_setup(test_event_streams_are_trimmed, flush),
-        cmocka_unit_test_setup(test_list_10000_agents_in_few_round_trips, flush),
+        cmocka_unit_test_setup_teardown(test_listing_reads_only_its_page, live, not_live),
+        cmocka_unit_test_setup_teardown(test_listings_see_the_batch_before_them, live, not_live),
         cmocka_unit_test_setup(test_racing_clients_keep_a_legal_history, flush),
         cmocka_unit_test_setup(test_racing_spawns_grant_each_name_once, flush),
         cmocka_unit_test_setup(test_reads_agents_tinytown_wrote, flush),

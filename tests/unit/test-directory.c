@@ -155,12 +155,13 @@ static void test_seen_keeps_stored_bytes(void **state) {
     make_agent(&a, 5, 0);
     /* Stored with a byte the decoder cut away: the script must compare the
      * stored bytes, not the decoded ones. */
-    ttb_dir_seen_t raw = {"worker-5\xff", "", "r"};
+    ttb_dir_seen_t raw = {"worker-5\xff", "", "r", "by-hand"};
     assert_int_equal(ttb_dir_put(d, &a, &raw), 0);
     ttb_dir_seen_t seen = ttb_dir_seen(d, 0);
     assert_string_equal(seen.name, "worker-5\xff");
     assert_string_equal(seen.nickname, "");
     assert_string_equal(seen.role_id, "r");
+    assert_string_equal(seen.key, "by-hand"); /* a listing reads it from there */
     assert_string_equal(ttb_dir_agent(d, 0).name, "worker-5"); /* the decoded agent as given */
 
     make_agent(&a, 6, 0);
@@ -169,6 +170,7 @@ static void test_seen_keeps_stored_bytes(void **state) {
     assert_string_equal(seen.name, "dup-6");
     assert_string_equal(seen.nickname, "");
     assert_string_equal(seen.role_id, "");
+    assert_null(seen.key);
     ttb_dir_free(d);
 }
 
@@ -224,11 +226,103 @@ static void test_dirty_marks(void **state) {
     ttb_dir_free(d);
 }
 
+/* The directory's listing order against a sort of its agents done here. */
+static int cmp_listing(const void *x, const void *y) {
+    const ttb_agent_t *a = x, *b = y;
+    int c = ttb_time_cmp(a->created_at, b->created_at);
+    return c ? c : strcmp(a->id, b->id);
+}
+
+static void assert_in_listing_order(ttb_directory_t *d) {
+    ttb_agent_t *want = flat(d);
+    size_t n = ttb_dir_count(d);
+    qsort(want, n, sizeof(*want), cmp_listing);
+    const uint32_t *order;
+    assert_int_equal(ttb_dir_in_order(d, &order), 0);
+    for (size_t i = 0; i < n; i++) assert_string_equal(ttb_dir_id(d, order[i]), want[i].id);
+    /* Every cursor, and one between two agents, starts at the next agent. */
+    for (size_t i = 0; i < n; i += 7) {
+        assert_int_equal(ttb_dir_seek(d, order, want[i].created_at, want[i].id), i + 1);
+        ttb_time_t before = want[i].created_at;
+        before.nsec = before.nsec ? before.nsec - 1 : 0;
+        size_t at = ttb_dir_seek(d, order, before, "");
+        assert_true(at <= i);
+        assert_true(at == 0 || cmp_listing(&want[at - 1], &want[i]) < 0);
+    }
+    free(want);
+}
+
+static void put_created(ttb_directory_t *d, int i, int generation, int64_t sec) {
+    ttb_agent_t a;
+    make_agent(&a, i, generation);
+    a.created_at = (ttb_time_t){sec, (int32_t)(i % 3) * 1000};
+    a.state = i % 4 ? TTB_STATE_IDLE : TTB_STATE_STOPPED;
+    assert_int_equal(ttb_dir_put(d, &a, NULL), 0);
+}
+
+static void test_listing_order(void **state) {
+    (void)state;
+    ttb_directory_t *d = ttb_dir_new();
+    /* Spawned in order (appended), with ties broken by id... */
+    for (int i = 0; i < N; i++) put_created(d, i, 0, 1000 + i / 4);
+    assert_in_listing_order(d);
+    /* ...then an older agent read late, a re-read that moved created_at,
+     * removals that move entries, and more spawns after that. */
+    put_created(d, N, 0, 5);
+    put_created(d, 17, 1, 99999);
+    for (int i = 2; i < N; i += 9) {
+        char id[TTB_UUID_BUFSZ];
+        agent_id(id, i);
+        ttb_dir_remove(d, id);
+    }
+    assert_in_listing_order(d);
+    for (int i = N + 1; i < N + 50; i++) put_created(d, i, 0, 200000 + i);
+    assert_in_listing_order(d);
+    assert_int_equal(ttb_dir_agent(d, 0).state, TTB_STATE_STOPPED); /* agent 0 */
+    ttb_dir_clear(d);
+    assert_in_listing_order(d);
+    ttb_dir_free(d);
+}
+
+static void test_changing_agents_are_read_again(void **state) {
+    (void)state;
+    ttb_directory_t *d = ttb_dir_new();
+    char id[TTB_UUID_BUFSZ];
+    const char *const *ids;
+    for (int i = 0; i < 10; i++) put_created(d, i, 0, 1000 + i);
+    ttb_dir_set_valid(d, 0);
+    agent_id(id, 3);
+    assert_int_equal(ttb_dir_mark_changing(d, id), 0);
+    assert_int_equal(ttb_dir_touch(d, id, strlen(id)), 0); /* its notification: once */
+    assert_int_equal(ttb_dir_mark_changing(d, "not-an-agent"), 0);
+    for (size_t i = 0; i < ttb_dir_count(d); i++)
+        assert_int_equal(ttb_dir_unsure(d, i), strcmp(ttb_dir_id(d, i), id) == 0);
+    assert_int_equal(ttb_dir_dirty(d, &ids), 1);
+    assert_string_equal(ids[0], id);
+    put_created(d, 3, 1, 1003); /* read again: its state is known */
+    ttb_dir_clear_dirty(d);
+    for (size_t i = 0; i < ttb_dir_count(d); i++) assert_false(ttb_dir_unsure(d, i));
+
+    /* Many more changes than a notification storm may bring: never invalid,
+     * every one read again. */
+    for (int i = 10; i < 300; i++) put_created(d, i, 0, 2000 + i);
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 300; i++) {
+            agent_id(id, i);
+            assert_int_equal(ttb_dir_mark_changing(d, id), 0);
+        }
+    assert_true(ttb_dir_valid(d));
+    assert_int_equal(ttb_dir_dirty(d, &ids), 300);
+    ttb_dir_free(d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_answers_match_agent_resolve),
         cmocka_unit_test(test_seen_keeps_stored_bytes),
         cmocka_unit_test(test_dirty_marks),
+        cmocka_unit_test(test_listing_order),
+        cmocka_unit_test(test_changing_agents_are_read_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
