@@ -130,6 +130,7 @@ typedef struct lg_opts {
     long timeout_s;
     uint64_t seed;
     bool by_name; /* only interrupt/resume, naming agents by name */
+    long list_limit; /* > 0: only list_open pages of this many agents */
 } lg_opts_t;
 
 typedef struct lg_agent {
@@ -253,6 +254,8 @@ static void lg_usage(FILE *f) {
             "  -s, --seed S           seed of the command mix (default 1)\n"
             "  -N, --by-name          timed commands are only interrupt and resume, naming\n"
             "                         agents by name (bench-<n>) instead of by id\n"
+            "  -L, --list-limit L     timed commands are only list_open, first pages of L\n"
+            "                         agents (what a listing costs against the town's size)\n"
             "  -h, --help             show this help\n",
             LG_DEFAULT_COMMANDS, LG_DEFAULT_AGENTS, LG_DEFAULT_TIMEOUT_S);
 }
@@ -290,16 +293,19 @@ static int lg_parse_opts(int argc, char **argv, lg_opts_t *o) {
         {"agents", required_argument, NULL, 'a'},  {"town", required_argument, NULL, 't'},
         {"rate", required_argument, NULL, 'r'},    {"timeout-s", required_argument, NULL, 'T'},
         {"seed", required_argument, NULL, 's'},    {"help", no_argument, NULL, 'h'},
-        {"by-name", no_argument, NULL, 'N'},
+        {"by-name", no_argument, NULL, 'N'},      {"list-limit", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     *o = (lg_opts_t){.town = "demo", .commands = LG_DEFAULT_COMMANDS,
                      .agents = LG_DEFAULT_AGENTS, .timeout_s = LG_DEFAULT_TIMEOUT_S, .seed = 1};
     int c;
     long v;
-    while ((c = getopt_long(argc, argv, ":b:n:a:t:r:T:s:hN", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:n:a:t:r:T:s:hNL:", longopts, NULL)) != -1) {
         switch (c) {
         case 'N': o->by_name = true; break;
+        case 'L':
+            if (lg_parse_long("list-limit", optarg, 1, 100000, &o->list_limit)) return LG_EXIT_USAGE;
+            break;
         case 'b': o->brokers = optarg; break;
         case 'n':
             if (lg_parse_long("commands", optarg, 1, LG_MAX_COMMANDS, &o->commands))
@@ -347,6 +353,10 @@ static int lg_parse_opts(int argc, char **argv, lg_opts_t *o) {
     }
     if (!o->brokers || !*o->brokers) {
         fprintf(stderr, LG_PROG ": --brokers is required (see --help)\n");
+        return LG_EXIT_USAGE;
+    }
+    if (o->by_name && o->list_limit) {
+        fprintf(stderr, LG_PROG ": --by-name and --list-limit choose different workloads\n");
         return LG_EXIT_USAGE;
     }
     return 0;
@@ -739,7 +749,9 @@ static int lg_make_command(lg_t *lg, long n, char *value, size_t size, char *key
         bool pair = (pick >= LG_PICK_TOGGLE && pick < LG_PICK_KILL) ||
                     (pick >= LG_PICK_GET_RESULT && pick < LG_PICK_SPAWN);
         /* A pair in the last slot would leave its second half unsent. */
-        if (pick < LG_PICK_TOGGLE || (pair && n + 1 == lg->o.commands) || lg->o.by_name)
+        if (lg->o.list_limit)
+            op = LG_OP_LIST_OPEN;
+        else if (pick < LG_PICK_TOGGLE || (pair && n + 1 == lg->o.commands) || lg->o.by_name)
             op = lg->agents[a].paused ? LG_OP_RESUME : LG_OP_INTERRUPT;
         else if (pick < LG_PICK_KILL) op = LG_OP_KILL;
         else if (pick < LG_PICK_WAIT) op = LG_OP_WAIT;
@@ -804,8 +816,15 @@ static int lg_make_command(lg_t *lg, long n, char *value, size_t size, char *key
     case LG_OP_LIST_OPEN:
     default:
         snprintf(key, key_size, "%s", lg->o.town);
-        len = snprintf(value, size, "{\"id\":\"%s-%ld\",\"town\":\"%s\",\"op\":\"list_open\"}",
-                       lg->prefix, n, lg->o.town);
+        if (lg->o.list_limit)
+            len = snprintf(value, size,
+                           "{\"id\":\"%s-%ld\",\"town\":\"%s\",\"op\":\"list_open\","
+                           "\"args\":{\"limit\":%ld}}",
+                           lg->prefix, n, lg->o.town, lg->o.list_limit);
+        else
+            len = snprintf(value, size,
+                           "{\"id\":\"%s-%ld\",\"town\":\"%s\",\"op\":\"list_open\"}",
+                           lg->prefix, n, lg->o.town);
         break;
     }
     *op_out = op;
