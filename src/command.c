@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Arguments an op may take; each op's row below holds the set it accepts. */
+/* Arguments an op may take; each op's row (ops.def) holds the set it accepts. */
 enum {
     ARG_NAME = 1u << 0,
     ARG_CLI = 1u << 1,
@@ -52,21 +52,9 @@ typedef struct op_row {
 } op_row_t;
 
 static const op_row_t op_rows[TTB_OP__COUNT] = {
-    [TTB_OP_SPAWN] = {"spawn", true,
-                      ARG_NAME | ARG_CLI | ARG_ROLE_ID | ARG_NICKNAME | ARG_PARENT |
-                          ARG_SPAWN_MODE},
-    [TTB_OP_LIST] = {"list", false, ARG_PAGE},
-    [TTB_OP_LIST_OPEN] = {"list_open", false, ARG_PAGE},
-    [TTB_OP_STATUS] = {"status", false, ARG_PAGE},
-    [TTB_OP_KILL] = {"kill", true, ARG_AGENT},
-    [TTB_OP_STOP_ALL] = {"stop_all", true, ARG_PAGE},
-    [TTB_OP_RESTART] = {"restart", true, ARG_AGENT},
-    [TTB_OP_PRUNE] = {"prune", true, ARG_ALL | ARG_PAGE},
-    [TTB_OP_INTERRUPT] = {"interrupt", true, ARG_AGENT},
-    [TTB_OP_RESUME] = {"resume", true, ARG_AGENT},
-    [TTB_OP_CLOSE] = {"close", true, ARG_AGENT},
-    [TTB_OP_WAIT] = {"wait", false, ARG_AGENT | ARG_TIMEOUT_MS},
-    [TTB_OP_GET_RESULT] = {"get_result", false, ARG_AGENT},
+#define TTB_OP_ROW(id, name, mutating, args, how, member, takes) [TTB_OP_##id] = {name, mutating, args},
+#include "tinytown_bridge/ops.def"
+#undef TTB_OP_ROW
 };
 
 static bool op_is_valid(ttb_op_t op) {

@@ -3,16 +3,19 @@
  * The agent service: tinytown's agent operations, applied to a batch of
  * commands with as few Redis round trips as their order allows.
  *
- * A batch is worked through in rounds. A round first reads what its commands
- * need from each town they touch (the agent directory, with inbox/urgent
- * lengths and scopes for listings, the task table for get_result) with SCAN
- * and pipelined HGETALLs, then resolves every agent reference in C and sends
- * all the round's scripts and per-agent reads as one pipeline. Reads that
- * must reflect an earlier write of the same round (a listing after a kill, a
- * name lookup after a prune) close the round and open the next, so every
- * command sees exactly what it would see if the batch ran one by one. Spawns
- * do not close rounds: the new agent is added to the round's directory, so a
- * later command in the batch can already refer to it by name.
+ * A batch is worked through in rounds. A round first makes current what its
+ * commands need of each town they touch: the town's directory (directory.h;
+ * the agents notified or changed since are read again, or the whole town
+ * with SCAN and pipelined HGETALLs when it is new or stale), and for
+ * get_result the town's tasks. It then resolves every agent reference and
+ * chooses every listing page in C, and sends all the round's scripts and
+ * reads as one pipeline; each command (a step) reads back the replies of
+ * what it queued, and only those. Reads queued after a script see what it
+ * wrote, so a listing after a kill lists what the kill left. Only a prune
+ * ends a round, for the commands after it that need the town: it removes
+ * agents the round's directory still holds. Spawns do not: the new agent is
+ * added to the directory at once, so a later command in the batch can
+ * already refer to it by name. How each op is applied is its row of ops.def.
  *
  * Result records are pure functions of stored data: mutations render from
  * the payload their script stored with the idempotency record, reads store
@@ -25,13 +28,41 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "tinytown_bridge/agent.h"
 #include "tinytown_bridge/clock.h"
 #include "tinytown_bridge/directory.h"
 #include "tinytown_bridge/log.h"
 #include "tinytown_bridge/task.h"
+
+/* How each op is applied, and what its result holds: its row of ops.def. */
+typedef enum how {
+    HOW_SPAWN,      /* the spawn script */
+    HOW_TRANSITION, /* the transition script, on the agent its reference names */
+    HOW_BULK,       /* the bulk script, over one page of the town */
+    HOW_LISTING,    /* one page of the town read, rendered by the bridge */
+    HOW_WAIT,       /* the agent read until it ends or the deadline passes */
+    HOW_GET_RESULT  /* the town's completed tasks read, and the agent */
+} how_t;
+
+/* Which agents a listing or bulk page takes. */
+typedef enum takes {
+    TAKES_ALL,
+    TAKES_OPEN, /* not stopped, error or cold */
+    TAKES_ENDED /* stopped or error (prune; `all` takes every agent) */
+} takes_t;
+
+typedef struct op_info {
+    how_t how;
+    const char *member; /* the result member its agents (or task) come in */
+    takes_t takes;
+} op_info_t;
+
+static const op_info_t ops[TTB_OP__COUNT] = {
+#define TTB_OP_ROW(id, name, mutating, args, how, member, takes) [TTB_OP_##id] = {how, member, takes},
+#include "tinytown_bridge/ops.def"
+#undef TTB_OP_ROW
+};
 
 #define DEFAULT_TTL_S (7 * 24 * 3600)
 #define DEFAULT_SCAN_COUNT 1000
@@ -478,15 +509,6 @@ static int ns_next_size(const char **p, const char *end, size_t *value) {
     return 0;
 }
 
-/* The member a mutation's result carries its agents in. */
-static const char *mutation_member(const char *op, size_t oplen, bool *many) {
-    *many = true;
-    if (oplen == 8 && memcmp(op, "stop_all", 8) == 0) return "stopped";
-    if (oplen == 5 && memcmp(op, "prune", 5) == 0) return "removed";
-    *many = false;
-    return "agent";
-}
-
 /* Renders a mutation's stored payload (see common.lua) into its result record. */
 static int render_payload(const ttb_command_t *cmd, const char *p, size_t plen,
                           ttb_outcome_t *out) {
@@ -521,8 +543,10 @@ static int render_payload(const ttb_command_t *cmd, const char *p, size_t plen,
         return rc;
     }
 
-    bool many;
-    const char *member = mutation_member(op, oplen, &many);
+    ttb_op_t opid;
+    if (ttb_op_parse(opbuf, &opid)) return TTB_ERR_PROTO;
+    const char *member = ops[opid].member;
+    bool many = ops[opid].how == HOW_BULK; /* a page of agents, not one */
     json_t *list = json_array();
     if (!list) return TTB_ERR_NOMEM;
     for (size_t i = 0; i < nagents && !rc; i++) {
@@ -609,14 +633,6 @@ enum {
     NEED_TASKS = 2 /* completed tasks */
 };
 
-typedef enum step_kind {
-    STEP_NONE = 0, /* finished before the pipeline (replayed, resolution error) */
-    STEP_SCRIPT,   /* one EVALSHA: one reply */
-    STEP_WAIT,     /* HSETNX + HGET deadline, HGETALL agent: three replies */
-    STEP_AGENT,    /* get_result by id: HGETALL agent, one reply */
-    STEP_LIST      /* list/status: HGETALL + 2 LLEN per agent of its page */
-} step_kind_t;
-
 /* What the directory said of the agent a reference resolved to; the script
  * (or, for reads, the bridge) checks the agent still has it. */
 typedef struct expect {
@@ -651,15 +667,25 @@ static bool expect_holds(const expect_t *e, const redisReply *h) {
 
 typedef struct listing listing_t;
 
+/* One command of a round: what it queued and how to read the replies. */
 typedef struct step {
-    step_kind_t kind;
+    size_t owed;         /* replies of what it queued, not read yet */
     town_view_t *view;
-    listing_t *listing;  /* STEP_LIST: its page, then what was read of it */
+    listing_t *listing;  /* a listing: its page, then what was read of it */
     char agent_id[TTB_UUID_BUFSZ];
     expect_t expect;     /* resolved in the directory: to be checked */
     int64_t deadline_ms; /* wait: ours, if the SET wins */
     bool store_record;   /* a read's record still has to be stored */
 } step_t;
+
+/* The next reply of the commands step @p st queued: queue_round counted
+ * them, so a step reads its own replies and never another's. */
+static int step_reply(ttb_service_t *svc, step_t *st, redisReply **r) {
+    *r = NULL;
+    if (!st->owed) return TTB_ERR_PROTO; /* more than it queued: a bug, not Redis */
+    st->owed--;
+    return ttb_store_reply(svc->store, r);
+}
 
 static bool ref_is_uuid(const char *ref, char out[TTB_UUID_BUFSZ]) {
     return ref && ttb_agent_ref_as_uuid(ref, out);
@@ -667,16 +693,16 @@ static bool ref_is_uuid(const char *ref, char out[TTB_UUID_BUFSZ]) {
 
 static int needs_of(const ttb_command_t *cmd) {
     char id[TTB_UUID_BUFSZ];
-    switch (cmd->op) {
-    case TTB_OP_SPAWN: return NEED_DIR;
-    case TTB_OP_LIST:
-    case TTB_OP_LIST_OPEN:
-    case TTB_OP_STATUS:
-    case TTB_OP_STOP_ALL:
-    case TTB_OP_PRUNE: return NEED_DIR;
-    case TTB_OP_GET_RESULT: return NEED_TASKS | (ref_is_uuid(cmd->agent, id) ? 0 : NEED_DIR);
-    default: return ref_is_uuid(cmd->agent, id) ? 0 : NEED_DIR;
+    int by_name = ref_is_uuid(cmd->agent, id) ? 0 : NEED_DIR;
+    switch (ops[cmd->op].how) {
+    case HOW_SPAWN:
+    case HOW_BULK:
+    case HOW_LISTING: return NEED_DIR;
+    case HOW_GET_RESULT: return NEED_TASKS | by_name;
+    case HOW_TRANSITION:
+    case HOW_WAIT: return by_name;
     }
+    return 0;
 }
 
 typedef struct round {
@@ -875,15 +901,15 @@ static int append_transition(ttb_service_t *svc, const ttb_command_t *cmd, const
 
 /* ---- listing pages ------------------------------------------------------ */
 
-/* Whether a listing command takes an agent of the town, before paging. */
+/* Whether a listing or bulk command takes an agent of the town. */
 static bool listing_takes(const ttb_command_t *cmd, const ttb_agent_t *a) {
-    switch (cmd->op) {
-    case TTB_OP_LIST_OPEN:
-    case TTB_OP_STOP_ALL: return !ttb_agent_state_is_terminal(a->state);
-    case TTB_OP_PRUNE:
+    switch (ops[cmd->op].takes) {
+    case TAKES_OPEN: return !ttb_agent_state_is_terminal(a->state);
+    case TAKES_ENDED:
         return cmd->all || a->state == TTB_STATE_STOPPED || a->state == TTB_STATE_ERROR;
-    default: return true;
+    case TAKES_ALL: break;
     }
+    return true;
 }
 
 /* One page of a listing, chosen in the directory in listing order (oldest
@@ -1034,7 +1060,7 @@ static int collect_listing(ttb_service_t *svc, const ttb_command_t *cmd, step_t 
     for (size_t k = 0; k < l->page.n; k++) {
         redisReply *r[3] = {NULL, NULL, NULL};
         int rc = 0;
-        for (int j = 0; j < 3 && !rc; j++) rc = ttb_store_reply(svc->store, &r[j]);
+        for (int j = 0; j < 3 && !rc; j++) rc = step_reply(svc, st, &r[j]);
         row_t *row = &l->rows[l->nrows];
         if (!rc && !first_err) {
             int took = agent_from_reply(r[0], &row->agent, now);
@@ -1061,7 +1087,7 @@ static int read_scopes(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
                        step_t *steps) {
     size_t asked = 0;
     for (size_t i = start; i < end; i++) {
-        listing_t *l = steps[i].kind == STEP_LIST ? steps[i].listing : NULL;
+        listing_t *l = steps[i].listing;
         for (size_t k = 0; l && k < l->nrows; k++) {
             if (!l->rows[k].agent.current_task[0]) continue;
             char tkey[TTB_KEY_BUFSZ];
@@ -1073,7 +1099,7 @@ static int read_scopes(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
     }
     int first_err = 0;
     for (size_t i = start; i < end && asked; i++) {
-        listing_t *l = steps[i].kind == STEP_LIST ? steps[i].listing : NULL;
+        listing_t *l = steps[i].listing;
         for (size_t k = 0; l && k < l->nrows; k++) {
             row_t *row = &l->rows[k];
             if (!row->agent.current_task[0]) continue;
@@ -1109,7 +1135,7 @@ static int render_listing(ttb_service_t *svc, const ttb_command_t *cmd, const li
             json_object_set_new(result, "agent_count", json_integer((json_int_t)l->town_count)))
             rc = TTB_ERR_NOMEM;
     }
-    if (!rc && json_object_set(result, "agents", agents)) rc = TTB_ERR_NOMEM;
+    if (!rc && json_object_set(result, ops[cmd->op].member, agents)) rc = TTB_ERR_NOMEM;
     if (!rc) rc = page_members(result, &l->page);
     if (!rc) rc = render(cmd, ttb_op_name(cmd->op), TTB_CODE_OK, NULL, result, ttb_time_now(), out);
     json_decref(result);
@@ -1123,7 +1149,7 @@ static int finish_listings(ttb_service_t *svc, const ttb_command_t *cmds, size_t
                            size_t end, ttb_outcome_t *out, step_t *steps) {
     int rc = read_scopes(svc, cmds, start, end, steps);
     for (size_t i = start; i < end && !rc; i++) {
-        if (steps[i].kind != STEP_LIST) continue;
+        if (!steps[i].listing) continue;
         rc = render_listing(svc, &cmds[i], steps[i].listing, &out[i]);
         steps[i].store_record = !rc;
     }
@@ -1150,7 +1176,8 @@ static int render_get_result(const ttb_command_t *cmd, const town_view_t *v, con
     json_t *task = best ? ttb_task_to_json(best) : json_null();
     json_t *result = json_object();
     int rc = 0;
-    if (!task || !result || json_object_set_new(result, "task", task)) rc = TTB_ERR_NOMEM;
+    if (!task || !result || json_object_set_new(result, ops[cmd->op].member, task))
+        rc = TTB_ERR_NOMEM;
     if (!rc) rc = render(cmd, ttb_op_name(cmd->op), TTB_CODE_OK, NULL, result, ttb_time_now(), out);
     json_decref(result);
     return rc;
@@ -1179,7 +1206,7 @@ static int finish_wait(const ttb_command_t *cmd, const redisReply *agent_reply, 
     json_t *result = json_object();
     json_t *a = ttb_agent_to_json(&agent);
     ttb_agent_clear(&agent);
-    if (!result || !a || json_object_set_new(result, "agent", a) ||
+    if (!result || !a || json_object_set_new(result, ops[cmd->op].member, a) ||
         json_object_set_new(result, "timed_out", json_boolean(!terminal))) {
         if (!result) json_decref(a);
         json_decref(result);
@@ -1353,41 +1380,27 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
          * whose stored name cannot round-trip) is taken as resolved. */
         expect_t *expect = stale[i] < 2 ? &st->expect : NULL;
         bool recheck = stale[i] == 0;
-        switch (c->op) {
-        case TTB_OP_SPAWN: {
+        size_t owed = ttb_store_owed(svc->store);
+        switch (ops[c->op].how) {
+        case HOW_SPAWN: {
             char parent[TTB_UUID_BUFSZ] = "";
             if (c->parent) ok = resolve(c, c->parent, v, recheck, parent, expect, &out[i]);
             if (ok == 1) {
                 rc = append_spawn(svc, c, v, c->parent ? parent : NULL, &st->expect, st, now);
-                st->kind = STEP_SCRIPT;
             }
             break;
         }
-        case TTB_OP_KILL:
-        case TTB_OP_RESTART:
-        case TTB_OP_INTERRUPT:
-        case TTB_OP_RESUME:
-        case TTB_OP_CLOSE:
+        case HOW_TRANSITION:
             ok = resolve(c, c->agent, v, recheck, st->agent_id, expect, &out[i]);
             if (ok == 1) {
                 rc = append_transition(svc, c, st->agent_id, &st->expect, now);
-                st->kind = STEP_SCRIPT;
                 ttb_directory_t *dir = town_dir(svc, c->town, strlen(c->town));
                 if (!rc && dir && ttb_dir_valid(dir)) rc = ttb_dir_mark_changing(dir, st->agent_id);
             }
             break;
-        case TTB_OP_STOP_ALL:
-        case TTB_OP_PRUNE:
-            rc = append_bulk(svc, c, v, now);
-            st->kind = STEP_SCRIPT;
-            break;
-        case TTB_OP_LIST:
-        case TTB_OP_LIST_OPEN:
-        case TTB_OP_STATUS:
-            rc = queue_listing(svc, c, v, st);
-            st->kind = STEP_LIST;
-            break;
-        case TTB_OP_WAIT: {
+        case HOW_BULK: rc = append_bulk(svc, c, v, now); break;
+        case HOW_LISTING: rc = queue_listing(svc, c, v, st); break;
+        case HOW_WAIT: {
             ok = resolve(c, c->agent, v, recheck, st->agent_id, expect, &out[i]);
             if (ok != 1) break;
             char wkey[TTB_KEY_BUFSZ], akey[TTB_KEY_BUFSZ];
@@ -1400,10 +1413,9 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
                                    (long long)st->deadline_ms);
             if (!rc) rc = ttb_store_appendf(svc->store, "HGET %s %s", wkey, c->id);
             if (!rc) rc = ttb_store_appendf(svc->store, "HGETALL %s", akey);
-            st->kind = STEP_WAIT;
             break;
         }
-        case TTB_OP_GET_RESULT: {
+        case HOW_GET_RESULT: {
             ok = resolve(c, c->agent, v, recheck, st->agent_id, expect, &out[i]);
             if (ok != 1) break;
             /* Confirm the agent exists now, in the same pipeline, whether the
@@ -1411,13 +1423,11 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
             char akey[TTB_KEY_BUFSZ];
             ttb_key_agent(akey, c->town, st->agent_id);
             rc = ttb_store_appendf(svc->store, "HGETALL %s", akey);
-            st->kind = STEP_AGENT;
             break;
         }
-        default: rc = TTB_ERR_INVALID;
         }
+        st->owed = ttb_store_owed(svc->store) - owed;
         if (ok == 2) { /* undone: the next round answers it from a fresh read */
-            st->kind = STEP_NONE;
             stale[i]++;
             *need_retry = true;
             continue;
@@ -1427,16 +1437,6 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
         /* A reference that did not resolve is an answer too: remembered like any. */
         if (ok == 0) st->store_record = true;
     }
-    return 0;
-}
-
-/* Reads one script reply; on NOSCRIPT (scripts flushed under us) reloads
- * and runs the same command again. The retry is safe: NOSCRIPT means the
- * script did not run. */
-static int script_reply(ttb_service_t *svc, redisReply **reply, bool *noscript) {
-    int rc = ttb_store_reply(svc->store, reply);
-    if (rc) return rc;
-    *noscript = ttb_reply_is_noscript(*reply);
     return 0;
 }
 
@@ -1462,77 +1462,107 @@ static void script_done(ttb_service_t *svc, const ttb_command_t *c, step_t *st,
     if (dir && c->op == TTB_OP_PRUNE) ttb_dir_clear(dir);
 }
 
+/* Flags a round's collection raises for the batch loop. */
+typedef struct round_flags {
+    bool rerun; /* scripts were flushed (NOSCRIPT): reload, run the undone again */
+    bool retry; /* a reference went stale: run the undone again after a re-read */
+} round_flags_t;
+
+/* spawn, transitions, stop_all, prune: the script's reply. On NOSCRIPT the
+ * command is left undone (safe: the script did not run). */
+static int collect_script(ttb_service_t *svc, const ttb_command_t *c, step_t *st,
+                          ttb_outcome_t *out, uint8_t *stale, round_flags_t *f) {
+    redisReply *r;
+    int rc = step_reply(svc, st, &r);
+    if (rc) return rc;
+    if (ttb_reply_is_noscript(r)) {
+        f->rerun = true;
+    } else if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "STALE") == 0) {
+        went_stale(st, stale, &f->retry); /* nothing was written */
+        ttb_outcome_t none = {.code = TTB_CODE_INTERNAL};
+        script_done(svc, c, st, &none);
+    } else if (r->type == REDIS_REPLY_STRING) {
+        rc = outcome_from_stored(c, r->str, r->len, out);
+        if (!rc) script_done(svc, c, st, out);
+    } else {
+        ttb_log_error("script failed", "op", ttb_op_name(c->op), "error",
+                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        rc = render_error(c, TTB_CODE_INTERNAL, "the script failed in Redis", out);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* wait: HSETNX of the deadline (its reply unused), the deadline that holds,
+ * the agent. */
+static int collect_wait(ttb_service_t *svc, const ttb_command_t *c, step_t *st,
+                        ttb_outcome_t *out, uint8_t *stale, round_flags_t *f) {
+    redisReply *r[3] = {NULL, NULL, NULL};
+    int rc = 0;
+    for (int j = 0; j < 3 && !rc; j++) rc = step_reply(svc, st, &r[j]);
+    if (!rc) {
+        int64_t deadline = st->deadline_ms;
+        if (r[1]->type == REDIS_REPLY_STRING) deadline = strtoll(r[1]->str, NULL, 10);
+        if (!expect_holds(&st->expect, r[2])) {
+            went_stale(st, stale, &f->retry);
+        } else {
+            rc = finish_wait(c, r[2], deadline, ttb_time_to_ms(ttb_time_now()), out);
+            st->store_record = !rc && !out->pending;
+        }
+    }
+    for (int j = 0; j < 3; j++)
+        if (r[j]) freeReplyObject(r[j]);
+    return rc;
+}
+
+/* get_result: the agent, read to confirm it exists; the task comes from the
+ * round's read of the town's tasks. */
+static int collect_get_result(ttb_service_t *svc, const ttb_command_t *c, step_t *st,
+                              ttb_outcome_t *out, uint8_t *stale, round_flags_t *f) {
+    redisReply *r;
+    int rc = step_reply(svc, st, &r);
+    if (rc) return rc;
+    if (!expect_holds(&st->expect, r)) {
+        went_stale(st, stale, &f->retry);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        char msg[TTB_CMD_REF_MAX + 64];
+        snprintf(msg, sizeof(msg), "agent '%s' not found", c->agent);
+        rc = render_error(c, TTB_CODE_AGENT_NOT_FOUND, msg, out);
+        st->store_record = !rc;
+    } else {
+        rc = render_get_result(c, st->view, st->agent_id, out);
+        st->store_record = !rc;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Reads the round's replies, each step its own, in the order queued. A
+ * lost connection ends it at once (every reply is lost with it); any other
+ * failure is returned once the rest of the round is read. */
 static int collect_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
-                         ttb_outcome_t *out, step_t *steps, uint8_t *stale, bool *need_rerun,
-                         bool *need_retry) {
+                         ttb_outcome_t *out, step_t *steps, uint8_t *stale, round_flags_t *f) {
     int first_err = 0;
     for (size_t i = start; i < end; i++) {
         step_t *st = &steps[i];
         const ttb_command_t *c = &cmds[i];
-        redisReply *r = NULL, *r2 = NULL;
+        if (!st->owed) continue;
         int rc = 0;
-        switch (st->kind) {
-        case STEP_SCRIPT: {
-            bool noscript;
-            if ((rc = script_reply(svc, &r, &noscript))) return rc;
-            if (noscript) {
-                *need_rerun = true; /* left undone; the batch loop runs it again */
-            } else if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "STALE") == 0) {
-                went_stale(st, &stale[i], need_retry); /* nothing was written */
-                ttb_outcome_t none = {.code = TTB_CODE_INTERNAL};
-                script_done(svc, c, st, &none);
-            } else if (r->type == REDIS_REPLY_STRING) {
-                if (!first_err) first_err = outcome_from_stored(c, r->str, r->len, &out[i]);
-                if (!first_err) script_done(svc, c, st, &out[i]);
-            } else {
-                ttb_log_error("script failed", "op", ttb_op_name(c->op), "error",
-                              r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-                if (!first_err)
-                    first_err = render_error(c, TTB_CODE_INTERNAL, "the script failed in Redis",
-                                             &out[i]);
-            }
-            break;
+        switch (ops[c->op].how) {
+        case HOW_SPAWN:
+        case HOW_TRANSITION:
+        case HOW_BULK: rc = collect_script(svc, c, st, &out[i], &stale[i], f); break;
+        case HOW_LISTING: rc = collect_listing(svc, c, st); break;
+        case HOW_WAIT: rc = collect_wait(svc, c, st, &out[i], &stale[i], f); break;
+        case HOW_GET_RESULT: rc = collect_get_result(svc, c, st, &out[i], &stale[i], f); break;
         }
-        case STEP_WAIT: {
-            if ((rc = ttb_store_skip(svc->store, 1)) && rc != TTB_ERR_PROTO) return rc;
-            if ((rc = ttb_store_reply(svc->store, &r))) return rc;
-            if ((rc = ttb_store_reply(svc->store, &r2))) {
-                freeReplyObject(r);
-                return rc;
-            }
-            int64_t deadline = st->deadline_ms;
-            if (r->type == REDIS_REPLY_STRING) deadline = strtoll(r->str, NULL, 10);
-            if (!expect_holds(&st->expect, r2)) {
-                went_stale(st, &stale[i], need_retry);
-                break;
-            }
-            if (!first_err)
-                first_err = finish_wait(c, r2, deadline, ttb_time_to_ms(ttb_time_now()), &out[i]);
-            if (!first_err && !out[i].pending) st->store_record = true;
-            break;
+        if (rc == TTB_ERR_IO) return rc;
+        if (rc && !first_err) first_err = rc;
+        while (st->owed) { /* what a failed step did not read */
+            redisReply *r;
+            if ((rc = step_reply(svc, st, &r))) return rc;
+            freeReplyObject(r);
         }
-        case STEP_AGENT: {
-            if ((rc = ttb_store_reply(svc->store, &r))) return rc;
-            if (!expect_holds(&st->expect, r)) {
-                went_stale(st, &stale[i], need_retry);
-            } else if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
-                char msg[TTB_CMD_REF_MAX + 64];
-                snprintf(msg, sizeof(msg), "agent '%s' not found", c->agent);
-                if (!first_err) first_err = render_error(c, TTB_CODE_AGENT_NOT_FOUND, msg, &out[i]);
-            } else if (!first_err) {
-                first_err = render_get_result(c, st->view, st->agent_id, &out[i]);
-            }
-            if (!first_err) st->store_record = true;
-            break;
-        }
-        case STEP_LIST:
-            if ((rc = collect_listing(svc, c, st)) && rc != TTB_ERR_NOMEM) return rc;
-            if (!first_err) first_err = rc;
-            break;
-        default: break;
-        }
-        if (r) freeReplyObject(r);
-        if (r2) freeReplyObject(r2);
     }
     return first_err;
 }
@@ -1573,9 +1603,9 @@ int ttb_service_execute(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
             r.views[v].membership_changed = false;
             rc = gather(svc, &r.views[v]);
         }
-        bool rerun = false, retry = false;
-        if (!rc) rc = queue_round(svc, cmds, start, end, out, &r, steps, stale, &retry);
-        if (!rc) rc = collect_round(svc, cmds, start, end, out, steps, stale, &rerun, &retry);
+        round_flags_t f = {false, false};
+        if (!rc) rc = queue_round(svc, cmds, start, end, out, &r, steps, stale, &f.retry);
+        if (!rc) rc = collect_round(svc, cmds, start, end, out, steps, stale, &f);
         if (!rc) rc = finish_listings(svc, cmds, start, end, out, steps);
         if (!rc) rc = store_round_records(svc, cmds, start, end, out, steps);
         for (size_t v = 0; v < r.nviews; v++) {
@@ -1587,8 +1617,8 @@ int ttb_service_execute(ttb_service_t *svc, const ttb_command_t *cmds, size_t n,
             listing_free(steps[i].listing);
             steps[i].listing = NULL;
         }
-        if (!rc && retry && !rerun) continue; /* the same commands, after a re-read */
-        if (!rc && rerun) {
+        if (!rc && f.retry && !f.rerun) continue; /* the same commands, after a re-read */
+        if (!rc && f.rerun) {
             /* Scripts were flushed: reload them and run the round's undone
              * commands again. Bounded, in case the server keeps flushing. */
             if (++reruns > 3) rc = TTB_ERR_PROTO;

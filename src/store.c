@@ -58,6 +58,7 @@ struct ttb_store {
     bool connected;
     bool ever_connected;
     bool unflushed; /* commands appended since the last wait for a reply */
+    size_t owed;    /* replies of queued commands not read yet */
     int64_t deadline_ms; /* ttb_clock_ms() bound on every wait, 0: none */
     uint64_t round_trips;
     uint64_t reconnects;
@@ -113,6 +114,7 @@ void ttb_store_disconnect(ttb_store_t *store) {
     store->tunnel = NULL;
     store->connected = false;
     store->unflushed = false;
+    store->owed = 0; /* lost with the connection */
 }
 
 void ttb_store_free(ttb_store_t *store) {
@@ -189,6 +191,7 @@ int ttb_store_reply(ttb_store_t *store, redisReply **reply) {
     }
     void *r = NULL;
     if (redisGetReply(store->ctx, &r) != REDIS_OK || !r) return store_fail(store, "redis read");
+    if (store->owed) store->owed--;
     if (ttb_reply_is_transient(r)) {
         /* Redis is there but refuses for now (a replica after a failover,
          * maxmemory, a busy script, loading): an outage like any other. The
@@ -223,6 +226,7 @@ int ttb_store_append(ttb_store_t *store, int argc, const char **argv, const size
     if (redisAppendCommandArgv(store->ctx, argc, argv, argvlen) != REDIS_OK)
         return store_fail(store, "redis append");
     store->unflushed = true;
+    store->owed++;
     return 0;
 }
 
@@ -234,8 +238,11 @@ int ttb_store_appendf(ttb_store_t *store, const char *fmt, ...) {
     va_end(ap);
     if (rc != REDIS_OK) return store_fail(store, "redis append");
     store->unflushed = true;
+    store->owed++;
     return 0;
 }
+
+size_t ttb_store_owed(const ttb_store_t *store) { return store->owed; }
 
 int ttb_store_skip(ttb_store_t *store, size_t n) {
     int first = 0;
@@ -258,6 +265,7 @@ int ttb_store_command(ttb_store_t *store, redisReply **reply, const char *fmt, .
     va_end(ap);
     if (rc != REDIS_OK) return store_fail(store, "redis append");
     store->unflushed = true;
+    store->owed++;
     return ttb_store_reply(store, reply);
 }
 

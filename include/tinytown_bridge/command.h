@@ -19,20 +19,11 @@
 #include "tinytown_bridge/error.h"
 #include "tinytown_bridge/rfc3339.h"
 
+/** The ops, in the order of ops.def (which says everything else about each). */
 typedef enum ttb_op {
-    TTB_OP_SPAWN = 0,
-    TTB_OP_LIST,
-    TTB_OP_LIST_OPEN,
-    TTB_OP_STATUS,
-    TTB_OP_KILL,
-    TTB_OP_STOP_ALL,
-    TTB_OP_RESTART,
-    TTB_OP_PRUNE,
-    TTB_OP_INTERRUPT,
-    TTB_OP_RESUME,
-    TTB_OP_CLOSE,
-    TTB_OP_WAIT,
-    TTB_OP_GET_RESULT,
+#define TTB_OP_ROW(id, name, mutating, args, how, member, takes) TTB_OP_##id,
+#include "tinytown_bridge/ops.def"
+#undef TTB_OP_ROW
     TTB_OP__COUNT
 } ttb_op_t;
 

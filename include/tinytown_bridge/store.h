@@ -103,6 +103,10 @@ int ttb_store_append_script(ttb_store_t *store, ttb_script_t script, int nkeys, 
  * (ttb_reply_is_transient()), which is an outage too.
  */
 int ttb_store_reply(ttb_store_t *store, redisReply **reply);
+/** How many replies of queued commands are still to be read: a pipeline's
+ * users take the difference before and after queueing to know what is
+ * theirs (0 after a disconnect: every queued reply is lost with it). */
+size_t ttb_store_owed(const ttb_store_t *store);
 /** Reads and discards @p n replies, returning the first error (replies that are errors do not count). */
 int ttb_store_skip(ttb_store_t *store, size_t n);
 /** Runs one command and returns its reply (append + reply). */

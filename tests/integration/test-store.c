@@ -28,12 +28,14 @@ static void test_pipeline_counts_round_trips(void **state) {
     uint64_t base = ttb_store_round_trips(store);
 
     for (int i = 0; i < 500; i++) assert_int_equal(ttb_store_appendf(store, "INCR counter"), 0);
+    assert_int_equal(ttb_store_owed(store), 500); /* the replies still to read */
     for (int i = 0; i < 500; i++) {
         redisReply *r;
         assert_int_equal(ttb_store_reply(store, &r), 0);
         assert_int_equal(r->type, REDIS_REPLY_INTEGER);
         assert_int_equal(r->integer, i + 1);
         freeReplyObject(r);
+        assert_int_equal(ttb_store_owed(store), 500 - i - 1);
     }
     assert_int_equal(ttb_store_round_trips(store) - base, 1);
 
@@ -66,8 +68,10 @@ static void test_pipeline_counts_round_trips(void **state) {
 
     /* An outage: the store says so and refuses work until reconnected. */
     assert_int_equal(ttb_test_redis_pause(&server), 0);
+    assert_int_equal(ttb_store_appendf(store, "PING"), 0);
     assert_int_equal(ttb_store_command(store, &r, "PING"), TTB_ERR_IO);
     assert_false(ttb_store_connected(store));
+    assert_int_equal(ttb_store_owed(store), 0); /* lost with the connection */
     assert_int_equal(ttb_store_appendf(store, "PING"), TTB_ERR_IO);
     assert_true(strlen(ttb_store_errstr(store)) > 0);
     assert_int_equal(ttb_test_redis_resume(&server), 0);
