@@ -269,8 +269,9 @@ static const setting_t settings[] = {
      .max = 10000, .def = "500", .env = "TT_BRIDGE_BRIDGE_BATCH_SIZE",
      .help = "Most command records taken from Kafka and pipelined to Redis at once."},
     {.name = "bridge.batch_timeout_ms", .kind = KIND_INT, .off = AT(pub.batch_timeout_ms),
-     .min = 0, .max = 1000, .def = "5", .env = "TT_BRIDGE_BRIDGE_BATCH_TIMEOUT_MS",
-     .help = "How long to gather a batch after its first record, in milliseconds."},
+     .min = 0, .max = 1000, .def = "0", .env = "TT_BRIDGE_BRIDGE_BATCH_TIMEOUT_MS",
+     .help = "How long to wait for more records after a batch's first, in milliseconds (0: "
+             "take what has arrived; batches still grow with the load)."},
     {.name = "bridge.max_in_flight", .kind = KIND_SIZE, .off = AT(pub.max_in_flight), .min = 1,
      .max = 1000000, .def = "10000", .env = "TT_BRIDGE_BRIDGE_MAX_IN_FLIGHT",
      .help = "Commands awaiting their results (pending waits not included); at the cap the "

@@ -187,7 +187,7 @@ static void test_defaults(void **state) {
     assert_int_equal(cfg->max_wait_ms, 3600000);
     for (int op = 0; op < (int)TTB_OP__COUNT; op++) assert_false(cfg->op_denied[op]);
     assert_int_equal(cfg->batch_size, 500);
-    assert_int_equal(cfg->batch_timeout_ms, 5);
+    assert_int_equal(cfg->batch_timeout_ms, 0);
     assert_int_equal(cfg->max_in_flight, 10000);
     assert_int_equal(cfg->idempotency_ttl_s, 604800);
     assert_int_equal(cfg->scan_count, 1000);
@@ -355,11 +355,11 @@ static void test_types_from_text(void **state) {
 static void test_range_edges(void **state) {
     (void)state;
     load_ok(NULL, NONE,
-            LIST("bridge.max_record_bytes=256", "bridge.batch_timeout_ms=0",
+            LIST("bridge.max_record_bytes=256", "bridge.batch_timeout_ms=1000",
                  "bridge.idempotency_ttl_s=7776000", "log.summary_interval_s=0"),
             NONE);
     assert_int_equal(cfg->max_record_bytes, 256);
-    assert_int_equal(cfg->batch_timeout_ms, 0);
+    assert_int_equal(cfg->batch_timeout_ms, 1000); /* the largest */
     assert_int_equal(cfg->idempotency_ttl_s, 7776000);
     assert_int_equal(cfg->summary_interval_s, 0);
     load_ok(NULL, NONE, LIST("bridge.max_record_bytes=16777216"), NONE);
