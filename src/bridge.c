@@ -103,7 +103,8 @@ struct ttb_bridge {
     bool legacy_adopted;     /* first-version idempotency records moved over */
     ttb_waits_t *waits;      /* pending `wait`s, by agent */
     redisContext *watch;     /* keyspace notifications of agent keys, for waits */
-    char **watch_patterns;   /* one per town: __keyspace@<db>__:tt:<town>:agent:* */
+    char **watch_patterns;   /* __keyspace@<db>__:tt:<town>:agent:* of each town, then task:* */
+    bool tasks_warned;       /* said once that task notifications are refused */
     uint64_t next_watch_check_us; /* when to check that notifications are still on */
     bool watch_warned;
     uint64_t next_watch_try_us;
@@ -1223,7 +1224,7 @@ static void watch_close(ttb_bridge_t *b) {
     if (b->watch) redisFree(b->watch);
     b->watch = NULL;
     ttb_waits_set_sweep(b->waits, b->config->wait_check_interval_ms);
-    if (b->service) ttb_service_set_live(b->service, false);
+    if (b->service) ttb_service_set_live(b->service, false, false);
 }
 
 /* Subscribes to the agent keys' notifications, so that a wait is re-read
@@ -1234,9 +1235,11 @@ static void watch_open(ttb_bridge_t *b) {
     if (b->watch || b->redis_down || now_us() < b->next_watch_try_us) return;
     b->next_watch_try_us = now_us() + 5000000u;
     char err[1024] = "";
+    bool tasks_refused = false;
     if (!ttb_store_require_notifications(b->store, "Kgh", NULL, err, sizeof(err)))
         b->watch = ttb_store_subscribe(b->store, (const char *const *)b->watch_patterns,
-                                       b->config->ntowns, err, sizeof(err));
+                                       2 * b->config->ntowns, b->config->ntowns, &tasks_refused,
+                                       err, sizeof(err));
     if (!b->watch) {
         if (!b->watch_warned)
             ttb_log_warn("keyspace notifications unavailable; pending waits are re-read every "
@@ -1247,25 +1250,35 @@ static void watch_open(ttb_bridge_t *b) {
     }
     if (b->watch_warned) ttb_log_info("keyspace notifications available again");
     b->watch_warned = false;
+    if (tasks_refused && !b->tasks_warned)
+        ttb_log_warn("notifications of task keys refused; get_result reads its town's tasks "
+                     "every batch (grant the channel as README, Security, shows)", "error", err);
+    b->tasks_warned = tasks_refused;
     ttb_waits_set_sweep(b->waits, b->config->wait_sweep_interval_ms);
     ttb_waits_touch_all(b->waits); /* whatever changed before we listened */
-    ttb_service_set_live(b->service, true);
+    ttb_service_set_live(b->service, true, !tasks_refused);
 }
 
-/* A pmessage for `__keyspace@<db>__:tt:<town>:agent:<id>` touches that agent's waits. */
+/* A pmessage for `__keyspace@<db>__:tt:<town>:agent:<id>` touches that
+ * agent's waits and directory entry; one for `…:task:<id>`, the town's
+ * latest results. */
 static void watch_note(ttb_bridge_t *b, const redisReply *r) {
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
         r->element[1]->type != REDIS_REPLY_STRING || r->element[2]->type != REDIS_REPLY_STRING)
         return;
     const redisReply *pat = r->element[1], *chan = r->element[2];
-    for (size_t t = 0; t < b->config->ntowns; t++) {
-        size_t plen = strlen(b->watch_patterns[t]);
-        if (pat->len != plen || memcmp(pat->str, b->watch_patterns[t], plen) != 0) continue;
-        if (chan->len >= plen) { /* the pattern's '*' stands for the id */
+    size_t ntowns = b->config->ntowns;
+    for (size_t p = 0; p < 2 * ntowns; p++) {
+        size_t plen = strlen(b->watch_patterns[p]);
+        if (pat->len != plen || memcmp(pat->str, b->watch_patterns[p], plen) != 0) continue;
+        const char *town = b->config->towns[p % ntowns];
+        if (p >= ntowns) {
+            ttb_service_task_touched(b->service, town);
+        } else if (chan->len >= plen) { /* the pattern's '*' stands for the id */
             const char *id = chan->str + plen - 1;
             size_t len = chan->len - (plen - 1);
-            ttb_waits_touch(b->waits, b->config->towns[t], id, len);
-            ttb_service_agent_touched(b->service, b->config->towns[t], id, len);
+            ttb_waits_touch(b->waits, town, id, len);
+            ttb_service_agent_touched(b->service, town, id, len);
         }
         return;
     }
@@ -1502,16 +1515,18 @@ ttb_bridge_t *ttb_bridge_new(const ttb_config_t *config, char *errstr, size_t er
     snprintf(b->instance, sizeof(b->instance), "%s:%d:%08x", host, (int)getpid(),
              (unsigned)(ttb_clock_us() & 0xffffffffu));
     b->waits = ttb_waits_new(config->wait_check_interval_ms);
-    b->watch_patterns = calloc(config->ntowns ? config->ntowns : 1, sizeof(*b->watch_patterns));
+    b->watch_patterns = calloc(2 * config->ntowns + 1, sizeof(*b->watch_patterns));
     if (!b->waits || !b->watch_patterns) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
-    for (size_t t = 0; t < config->ntowns; t++) {
+    for (size_t p = 0; p < 2 * config->ntowns; p++) {
         char key[TTB_KEY_BUFSZ];
-        ttb_key_agent_pattern(key, config->towns[t]);
-        if (asprintf(&b->watch_patterns[t], "__keyspace@%d__:%s", config->redis.db, key) < 0) {
-            b->watch_patterns[t] = NULL;
+        const char *town = config->towns[p % config->ntowns];
+        if (p >= config->ntowns) ttb_key_task_pattern(key, town);
+        else ttb_key_agent_pattern(key, town);
+        if (asprintf(&b->watch_patterns[p], "__keyspace@%d__:%s", config->redis.db, key) < 0) {
+            b->watch_patterns[p] = NULL;
             snprintf(errstr, errstr_size, "out of memory");
             goto fail;
         }
@@ -1597,7 +1612,8 @@ void ttb_bridge_free(ttb_bridge_t *b) {
     ttb_waits_free(b->waits);
     free(b->settings);
     if (b->watch) redisFree(b->watch);
-    for (size_t i = 0; b->watch_patterns && i < b->config->ntowns; i++) free(b->watch_patterns[i]);
+    for (size_t i = 0; b->watch_patterns && i < 2 * b->config->ntowns; i++)
+        free(b->watch_patterns[i]);
     free(b->watch_patterns);
     ttb_service_free(b->service);
     ttb_store_free(b->store);

@@ -376,7 +376,8 @@ static redisContext *capture_subscribe(ttb_capture_t *cap, char *err, size_t err
         return NULL;
     }
     for (size_t i = 0; i < cap->ntowns; i++) patterns[i] = cap->towns[i].pattern;
-    redisContext *c = ttb_store_subscribe(cap->store, patterns, cap->ntowns, err, err_size);
+    redisContext *c =
+        ttb_store_subscribe(cap->store, patterns, cap->ntowns, cap->ntowns, NULL, err, err_size);
     free(patterns);
     return c;
 }

@@ -67,10 +67,22 @@ static const op_info_t ops[TTB_OP__COUNT] = {
 #define DEFAULT_TTL_S (7 * 24 * 3600)
 #define DEFAULT_SCAN_COUNT 1000
 
-/* A town's directory (directory.h), kept between batches. */
+/* An agent's latest completed task: the one get_result answers with. */
+typedef struct result_ref {
+    char agent[TTB_UUID_BUFSZ];
+    char task[TTB_UUID_BUFSZ];
+} result_ref_t;
+
+/* What the service keeps of a town between batches: its directory
+ * (directory.h), and for get_result each agent's latest completed task,
+ * sorted by agent, valid until a task of the town is notified. */
 typedef struct town_dir {
     char *town;
     ttb_directory_t *dir;
+    result_ref_t *results;
+    size_t nresults;
+    bool results_valid;
+    int64_t results_ms; /* when they were read */
 } town_dir_t;
 
 struct ttb_service {
@@ -79,8 +91,9 @@ struct ttb_service {
     int64_t ttl_s;
     unsigned scan_count;
     int64_t reconcile_ms; /* a directory older than this is read again whole */
-    bool live;            /* keyspace notifications reach the directories */
-    town_dir_t *dirs;
+    bool live;            /* keyspace notifications of agents reach the directories */
+    bool tasks_live;      /* and those of tasks the latest results */
+    town_dir_t **dirs; /* each allocated alone: rounds hold pointers to them */
     size_t ndirs;
 };
 
@@ -102,41 +115,56 @@ ttb_service_t *ttb_service_new(ttb_store_t *store, const ttb_service_config_t *c
 void ttb_service_free(ttb_service_t *svc) {
     if (!svc) return;
     for (size_t i = 0; i < svc->ndirs; i++) {
-        free(svc->dirs[i].town);
-        ttb_dir_free(svc->dirs[i].dir);
+        free(svc->dirs[i]->town);
+        ttb_dir_free(svc->dirs[i]->dir);
+        free(svc->dirs[i]->results);
+        free(svc->dirs[i]);
     }
     free(svc->dirs);
     free(svc->redis_url);
     free(svc);
 }
 
-/* The directory of @p town, made empty (invalid) the first time; NULL on NOMEM. */
-static ttb_directory_t *town_dir(ttb_service_t *svc, const char *town, size_t len) {
+/* What is kept of @p town, made empty (invalid) the first time; NULL on NOMEM. */
+static town_dir_t *town_of(ttb_service_t *svc, const char *town, size_t len) {
     for (size_t i = 0; i < svc->ndirs; i++)
-        if (strlen(svc->dirs[i].town) == len && memcmp(svc->dirs[i].town, town, len) == 0)
-            return svc->dirs[i].dir;
-    town_dir_t *grown = realloc(svc->dirs, (svc->ndirs + 1) * sizeof(*grown));
+        if (strlen(svc->dirs[i]->town) == len && memcmp(svc->dirs[i]->town, town, len) == 0)
+            return svc->dirs[i];
+    town_dir_t **grown = realloc(svc->dirs, (svc->ndirs + 1) * sizeof(*grown));
     if (!grown) return NULL;
     svc->dirs = grown;
-    town_dir_t *d = &svc->dirs[svc->ndirs];
-    d->town = strndup(town, len);
-    d->dir = ttb_dir_new();
-    if (!d->town || !d->dir) {
-        free(d->town);
-        ttb_dir_free(d->dir);
+    town_dir_t *d = calloc(1, sizeof(*d));
+    char *name = strndup(town, len);
+    ttb_directory_t *dir = ttb_dir_new();
+    if (!d || !name || !dir) {
+        free(d);
+        free(name);
+        ttb_dir_free(dir);
         return NULL;
     }
-    svc->ndirs++;
-    return d->dir;
+    d->town = name;
+    d->dir = dir;
+    svc->dirs[svc->ndirs++] = d;
+    return d;
+}
+
+/* The directory of @p town; NULL on NOMEM. */
+static ttb_directory_t *town_dir(ttb_service_t *svc, const char *town, size_t len) {
+    town_dir_t *d = town_of(svc, town, len);
+    return d ? d->dir : NULL;
 }
 
 void ttb_service_forget_directories(ttb_service_t *svc) {
-    for (size_t i = 0; i < svc->ndirs; i++) ttb_dir_clear(svc->dirs[i].dir);
+    for (size_t i = 0; i < svc->ndirs; i++) {
+        ttb_dir_clear(svc->dirs[i]->dir);
+        svc->dirs[i]->results_valid = false;
+    }
 }
 
-void ttb_service_set_live(ttb_service_t *svc, bool live) {
-    if (live == svc->live) return;
-    svc->live = live;
+void ttb_service_set_live(ttb_service_t *svc, bool agents, bool tasks) {
+    if (agents == svc->live && tasks == svc->tasks_live) return;
+    svc->live = agents;
+    svc->tasks_live = tasks;
     ttb_service_forget_directories(svc); /* what changed while nobody listened */
 }
 
@@ -144,6 +172,11 @@ void ttb_service_agent_touched(ttb_service_t *svc, const char *town, const char 
                                size_t id_len) {
     ttb_directory_t *dir = town_dir(svc, town, strlen(town));
     if (dir) ttb_dir_touch(dir, id, id_len);
+}
+
+void ttb_service_task_touched(ttb_service_t *svc, const char *town) {
+    town_dir_t *d = town_of(svc, town, strlen(town));
+    if (d) d->results_valid = false;
 }
 
 void ttb_outcome_clear(ttb_outcome_t *out) {
@@ -202,19 +235,19 @@ static int agent_from_reply(const redisReply *reply, ttb_agent_t *agent, ttb_tim
 typedef struct town_view {
     const char *town;
     bool want_dir;           /* its directory: references, name checks, listings */
-    bool want_tasks;         /* completed tasks, for get_result */
+    bool want_tasks;         /* each agent's latest completed task, for get_result */
     bool membership_changed; /* a prune ran earlier in this round */
     ttb_directory_t *dir;    /* the town's directory, made current for the round */
     bool dir_fresh;          /* the directory was read whole for this round */
     bool recheck;            /* it could not resolve a reference: read the town again */
     size_t failed_spawns;    /* spawns of the round that turned out not to happen */
-    ttb_task_t *tasks;
-    size_t ntasks, captasks;
+    town_dir_t *kept;        /* what is kept of the town: its results, for get_result */
+    struct done_task *found; /* completed tasks found by a SCAN, while it runs */
+    size_t nfound, capfound;
 } town_view_t;
 
 static void view_clear(town_view_t *v) {
-    for (size_t i = 0; i < v->ntasks; i++) ttb_task_clear(&v->tasks[i]);
-    free(v->tasks);
+    free(v->found);
     memset(v, 0, sizeof(*v));
 }
 
@@ -292,6 +325,31 @@ static int scan_pages(ttb_service_t *svc, town_view_t *v, const char *pattern, t
     return rc;
 }
 
+/* A completed task with an assignee: what get_result picks among. */
+typedef struct done_task {
+    char agent[TTB_UUID_BUFSZ];
+    char task[TTB_UUID_BUFSZ];
+    bool has_completed_at;
+    ttb_time_t completed_at;
+} done_task_t;
+
+/* get_result's order (tinytown's max_by_key over completed_at: a task
+ * without one ranks lowest; the id breaks ties): > 0 when @p a is later. */
+static int done_cmp(bool a_has, ttb_time_t a_at, const char *a_id, bool b_has, ttb_time_t b_at,
+                    const char *b_id) {
+    int c = (int)a_has - (int)b_has;
+    if (!c && a_has) c = ttb_time_cmp(a_at, b_at);
+    return c ? c : strcmp(a_id, b_id);
+}
+
+/* By agent, the latest task first. */
+static int cmp_done_task(const void *x, const void *y) {
+    const done_task_t *a = x, *b = y;
+    int c = strcmp(a->agent, b->agent);
+    return c ? c : done_cmp(b->has_completed_at, b->completed_at, b->task, a->has_completed_at,
+                            a->completed_at, a->task);
+}
+
 /* Keeps only what get_result can pick: completed tasks with an assignee. */
 static int take_task(town_view_t *v, const redisReply *key, const redisReply *h, ttb_time_t now) {
     (void)key;
@@ -303,16 +361,62 @@ static int take_task(town_view_t *v, const redisReply *key, const redisReply *h,
     rc = ttb_task_from_hash(&task, (const char *const *)f.strs, f.lens, f.n, now);
     flat_free(&f);
     if (rc) return rc == TTB_ERR_NOMEM ? rc : 0;
-    if (task.state != TTB_TASK_COMPLETED || !task.assigned_to[0]) {
-        ttb_task_clear(&task);
+    if (task.state == TTB_TASK_COMPLETED && task.assigned_to[0]) {
+        rc = grow((void **)&v->found, &v->capfound, v->nfound + 1, sizeof(*v->found));
+        if (!rc) {
+            done_task_t *d = &v->found[v->nfound++];
+            memcpy(d->agent, task.assigned_to, TTB_UUID_BUFSZ);
+            memcpy(d->task, task.id, TTB_UUID_BUFSZ);
+            d->has_completed_at = task.has_completed_at;
+            d->completed_at = task.completed_at;
+        }
+    }
+    ttb_task_clear(&task);
+    return rc;
+}
+
+/* Reads the town's tasks with SCAN and keeps each agent's latest completed
+ * one; unless notifications keep them current, and they are. */
+static int results_sync(ttb_service_t *svc, town_view_t *v, ttb_time_t now) {
+    town_dir_t *d = town_of(svc, v->town, strlen(v->town));
+    if (!d) return TTB_ERR_NOMEM;
+    v->kept = d;
+    int64_t now_ms = ttb_clock_ms();
+    if (svc->tasks_live && d->results_valid &&
+        (svc->reconcile_ms <= 0 || now_ms - d->results_ms < svc->reconcile_ms))
         return 0;
+    d->results_valid = false;
+    char pattern[TTB_KEY_BUFSZ];
+    ttb_key_task_pattern(pattern, v->town);
+    v->nfound = 0;
+    int rc = scan_pages(svc, v, pattern, take_task, now);
+    if (rc) return rc;
+    qsort(v->found, v->nfound, sizeof(*v->found), cmp_done_task);
+    result_ref_t *refs = malloc(sizeof(*refs) * (v->nfound ? v->nfound : 1));
+    if (!refs) return TTB_ERR_NOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < v->nfound; i++) {
+        if (n && strcmp(refs[n - 1].agent, v->found[i].agent) == 0) continue; /* not its latest */
+        memcpy(refs[n].agent, v->found[i].agent, TTB_UUID_BUFSZ);
+        memcpy(refs[n++].task, v->found[i].task, TTB_UUID_BUFSZ);
     }
-    if (grow((void **)&v->tasks, &v->captasks, v->ntasks + 1, sizeof(*v->tasks))) {
-        ttb_task_clear(&task);
-        return TTB_ERR_NOMEM;
-    }
-    v->tasks[v->ntasks++] = task;
+    free(d->results);
+    d->results = refs;
+    d->nresults = n;
+    d->results_valid = true;
+    d->results_ms = now_ms;
     return 0;
+}
+
+static int cmp_result_agent(const void *key, const void *elem) {
+    return strcmp(key, ((const result_ref_t *)elem)->agent);
+}
+
+/* The latest completed task of agent @p id, or NULL when it has none. */
+static const char *result_of(const town_dir_t *d, const char *id) {
+    const result_ref_t *r = bsearch(id, d->results, d->nresults, sizeof(*d->results),
+                                    cmp_result_agent);
+    return r ? r->task : NULL;
 }
 
 /* ---- the directory ------------------------------------------------------ */
@@ -447,11 +551,7 @@ static int dir_sync(ttb_service_t *svc, town_view_t *v, ttb_time_t now) {
 static int gather(ttb_service_t *svc, town_view_t *v) {
     ttb_time_t now = ttb_time_now();
     int rc = v->want_dir ? dir_sync(svc, v, now) : 0;
-    if (!rc && v->want_tasks) {
-        char pattern[TTB_KEY_BUFSZ];
-        ttb_key_task_pattern(pattern, v->town);
-        rc = scan_pages(svc, v, pattern, take_task, now);
-    }
+    if (!rc && v->want_tasks) rc = results_sync(svc, v, now);
     return rc;
 }
 
@@ -673,6 +773,7 @@ typedef struct step {
     town_view_t *view;
     listing_t *listing;  /* a listing: its page, then what was read of it */
     char agent_id[TTB_UUID_BUFSZ];
+    char task_id[TTB_UUID_BUFSZ]; /* get_result: the task it reads, or "" */
     expect_t expect;     /* resolved in the directory: to be checked */
     int64_t deadline_ms; /* wait: ours, if the SET wins */
     bool store_record;   /* a read's record still has to be stored */
@@ -1156,27 +1257,14 @@ static int finish_listings(ttb_service_t *svc, const ttb_command_t *cmds, size_t
     return rc;
 }
 
-/* get_result: the completed task assigned to @p id with the latest completed_at
- * (tinytown's max_by_key: a task without completed_at ranks lowest). */
-static int render_get_result(const ttb_command_t *cmd, const town_view_t *v, const char *id,
+/* get_result: @p task (NULL: the agent has no completed task). */
+static int render_get_result(const ttb_command_t *cmd, const ttb_task_t *task,
                              ttb_outcome_t *out) {
-    const ttb_task_t *best = NULL;
-    for (size_t i = 0; i < v->ntasks; i++) {
-        const ttb_task_t *t = &v->tasks[i];
-        if (strcmp(t->assigned_to, id) != 0) continue;
-        if (!best) {
-            best = t;
-            continue;
-        }
-        int c = (int)t->has_completed_at - (int)best->has_completed_at;
-        if (!c && t->has_completed_at) c = ttb_time_cmp(t->completed_at, best->completed_at);
-        if (!c) c = strcmp(t->id, best->id);
-        if (c > 0) best = t;
-    }
-    json_t *task = best ? ttb_task_to_json(best) : json_null();
+    json_t *value = task ? ttb_task_to_json(task) : json_null();
     json_t *result = json_object();
     int rc = 0;
-    if (!task || !result || json_object_set_new(result, ops[cmd->op].member, task))
+    if (!result) json_decref(value);
+    if (!value || !result || json_object_set_new(result, ops[cmd->op].member, value))
         rc = TTB_ERR_NOMEM;
     if (!rc) rc = render(cmd, ttb_op_name(cmd->op), TTB_CODE_OK, NULL, result, ttb_time_now(), out);
     json_decref(result);
@@ -1420,9 +1508,15 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
             if (ok != 1) break;
             /* Confirm the agent exists now, in the same pipeline, whether the
              * reference was an id or a name found in the directory. */
-            char akey[TTB_KEY_BUFSZ];
-            ttb_key_agent(akey, c->town, st->agent_id);
-            rc = ttb_store_appendf(svc->store, "HGETALL %s", akey);
+            char key[TTB_KEY_BUFSZ];
+            ttb_key_agent(key, c->town, st->agent_id);
+            rc = ttb_store_appendf(svc->store, "HGETALL %s", key);
+            const char *task = result_of(v->kept, st->agent_id);
+            if (task && !rc) { /* and the task, to render it as it is now */
+                memcpy(st->task_id, task, TTB_UUID_BUFSZ);
+                ttb_key_task(key, c->town, task);
+                rc = ttb_store_appendf(svc->store, "HGETALL %s", key);
+            }
             break;
         }
         }
@@ -1515,25 +1609,56 @@ static int collect_wait(ttb_service_t *svc, const ttb_command_t *c, step_t *st,
     return rc;
 }
 
-/* get_result: the agent, read to confirm it exists; the task comes from the
- * round's read of the town's tasks. */
+/* Decodes a get_result's read of its task into @p task, with *holds true
+ * when it still is the agent's completed task it was taken for (else
+ * nothing is kept). @returns 0 or TTB_ERR_NOMEM. */
+static int task_read(const redisReply *h, const step_t *st, ttb_task_t *task, bool *holds) {
+    *holds = false;
+    if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) return 0;
+    flat_t f;
+    int rc = flat_from_reply(h, &f);
+    if (rc) return rc;
+    rc = ttb_task_from_hash(task, (const char *const *)f.strs, f.lens, f.n, ttb_time_now());
+    flat_free(&f);
+    if (rc) return rc == TTB_ERR_NOMEM ? rc : 0;
+    *holds = task->state == TTB_TASK_COMPLETED && strcmp(task->id, st->task_id) == 0 &&
+             strcmp(task->assigned_to, st->agent_id) == 0;
+    if (!*holds) ttb_task_clear(task);
+    return 0;
+}
+
+/* get_result: the agent, read to confirm it exists, and the task the town's
+ * results name for it. A task that is no longer what they said (changed by
+ * a tool whose notification is not in yet) has the town's tasks read again
+ * and the command done over, at most twice. */
 static int collect_get_result(ttb_service_t *svc, const ttb_command_t *c, step_t *st,
                               ttb_outcome_t *out, uint8_t *stale, round_flags_t *f) {
-    redisReply *r;
-    int rc = step_reply(svc, st, &r);
-    if (rc) return rc;
-    if (!expect_holds(&st->expect, r)) {
+    redisReply *r[2] = {NULL, NULL};
+    int rc = step_reply(svc, st, &r[0]);
+    if (!rc && st->task_id[0]) rc = step_reply(svc, st, &r[1]);
+    ttb_task_t task;
+    bool holds = !st->task_id[0];
+    if (!rc && r[1]) rc = task_read(r[1], st, &task, &holds);
+    if (rc) {
+        /* nothing to render */
+    } else if (!expect_holds(&st->expect, r[0])) {
         went_stale(st, stale, &f->retry);
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+    } else if (r[0]->type != REDIS_REPLY_ARRAY || r[0]->elements == 0) {
         char msg[TTB_CMD_REF_MAX + 64];
         snprintf(msg, sizeof(msg), "agent '%s' not found", c->agent);
         rc = render_error(c, TTB_CODE_AGENT_NOT_FOUND, msg, out);
         st->store_record = !rc;
+    } else if (!holds && *stale < 2) {
+        st->view->kept->results_valid = false;
+        (*stale)++;
+        f->retry = true;
     } else {
-        rc = render_get_result(c, st->view, st->agent_id, out);
+        rc = render_get_result(c, holds && st->task_id[0] ? &task : NULL, out);
         st->store_record = !rc;
     }
-    freeReplyObject(r);
+    if (holds && st->task_id[0]) ttb_task_clear(&task);
+    for (int j = 0; j < 2; j++)
+        if (r[j]) freeReplyObject(r[j]);
     return rc;
 }
 

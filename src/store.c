@@ -558,7 +558,9 @@ int ttb_store_require_notifications(ttb_store_t *store, const char *flags, bool 
 }
 
 redisContext *ttb_store_subscribe(const ttb_store_t *store, const char *const *patterns, size_t n,
-                                  char *errstr, size_t errstr_size) {
+                                  size_t required, bool *refused_optional, char *errstr,
+                                  size_t errstr_size) {
+    if (refused_optional) *refused_optional = false;
     redisContext *c;
     ttb_tls_tunnel_t *tunnel;
     char why[256];
@@ -589,6 +591,10 @@ redisContext *ttb_store_subscribe(const ttb_store_t *store, const char *const *p
                      ttb_reply_explain_denied(r, i == 0 && argc ? "AUTH" : "PSUBSCRIBE", why,
                                               sizeof(why)));
         freeReplyObject(r);
+        if (!ok && i >= required + (argc ? 1 : 0) && refused_optional) {
+            *refused_optional = true; /* the explanation stays in errstr */
+            continue;
+        }
         if (!ok) {
             redisFree(c);
             ttb_tls_tunnel_release(tunnel);
@@ -629,8 +635,9 @@ bool ttb_reply_is_transient(const redisReply *reply) {
 /* The rights the bridge needs, for messages; README "Security" explains it.
  * Kept equal to the README's line by the security tests, which run with it. */
 const char ttb_store_acl_rules[] =
-    "resetkeys ~tt:* ~ttb:* resetchannels &__keyspace@<db>__:tt:<town>:agent:* (one per town) "
-    "-@all +auth +select +echo "
+    "resetkeys ~tt:* ~ttb:* resetchannels &__keyspace@<db>__:tt:<town>:agent:* "
+    "&__keyspace@<db>__:tt:<town>:task:* (both for each town) "
+    "-@all +auth +select "
     "+script|load +eval +evalsha +scan +hscan +get +set +exists +del +type +ttl +expire +pexpire "
     "+hget +hmget +hgetall +hset +hsetnx +hdel +llen +lpush +ltrim +zadd +zrem +zrangebyscore "
     "+xadd +xrange +xread +xtrim +xinfo|stream +psubscribe +config|get";

@@ -60,21 +60,28 @@ ttb_service_t *ttb_service_new(ttb_store_t *store, const ttb_service_config_t *c
 void ttb_service_free(ttb_service_t *svc);
 
 /**
- * Says whether keyspace notifications of agent keys reach the service (see
- * ttb_service_agent_touched). Only then are the towns' directories kept
- * between batches; otherwise each round that resolves references reads its
- * town again. Every change of state makes the directories be read again.
+ * Says whether keyspace notifications of agent keys (@p agents) and of task
+ * keys (@p tasks) reach the service (see ttb_service_agent_touched,
+ * ttb_service_task_touched). Only then are the towns' directories (and
+ * latest results) kept between batches; otherwise each round that resolves
+ * references reads its town again (each with a get_result, its tasks).
+ * Every change of state makes them be read again.
  */
-void ttb_service_set_live(ttb_service_t *svc, bool live);
+void ttb_service_set_live(ttb_service_t *svc, bool agents, bool tasks);
 
-/** Makes every town's directory be read whole again before its next use
- * (notifications may have been lost). */
+/** Makes every town's directory (and latest results) be read whole again
+ * before its next use (notifications may have been lost). */
 void ttb_service_forget_directories(ttb_service_t *svc);
 
 /** A notification for `tt:{town}:agent:<id>`: that agent is read again before
  * its town's directory is next used. */
 void ttb_service_agent_touched(ttb_service_t *svc, const char *town, const char *id,
                                size_t id_len);
+
+/** A notification for `tt:{town}:task:<id>`: the town's tasks are read again
+ * before the next get_result in it. While none comes (and notifications are
+ * live), get_result reads only the agent and its latest completed task. */
+void ttb_service_task_touched(ttb_service_t *svc, const char *town);
 
 /**
  * Applies @p n commands (all parsed OK) in order and fills @p out[i] for each.

@@ -149,9 +149,13 @@ int ttb_store_require_notifications(ttb_store_t *store, const char *flags, bool 
  * Opens a second connection to the same server, authenticated like the
  * store's, subscribed to @p n keyspace channel patterns. Read it with
  * redisBufferRead()/redisGetReplyFromReader() when its fd is readable.
+ * The first @p required patterns must be granted; a refusal of one of the
+ * others (an ACL without that channel) only sets *@p refused_optional (not
+ * NULL then), with the explanation in @p errstr.
  * @returns the connection (caller frees with redisFree()) or NULL with @p errstr.
  */
 redisContext *ttb_store_subscribe(const ttb_store_t *store, const char *const *patterns, size_t n,
+                                  size_t required, bool *refused_optional,
                                   char *errstr, size_t errstr_size);
 
 /** @returns the database index the store uses. */

@@ -107,6 +107,32 @@ def test_listings_follow_other_tools():
         assert status["agent_count"] == 3
 
 
+def tinytown_task(r, agent, completed_at, state="completed", town="demo"):
+    """A task as tinytown's agents leave it; returns its id."""
+    tid = str(uuid.uuid4())
+    r.hset("tt:%s:task:%s" % (town, tid), mapping={
+        "id": tid, "description": "work", "state": state, "assigned_to": agent,
+        "created_at": completed_at, "updated_at": completed_at, "completed_at": completed_at,
+        "result": "done", "tags": "[]"})
+    return tid
+
+
+def test_get_result_follows_other_tools():
+    """get_result keeps each agent's latest result between commands; the
+    task notifications of other tools' writes keep it current."""
+    with Stack() as s:
+        s.bridge()
+        a = ok(s.call("spawn", {"name": "doer"}))["agent"]["id"]
+        assert ok(s.call("get_result", {"agent": "doer"}))["task"] is None
+        first = tinytown_task(s.r, a, "2026-01-01T00:00:00+00:00")
+        assert ok(s.call("get_result", {"agent": "doer"}))["task"]["id"] == first
+        later = tinytown_task(s.r, a, "2026-01-02T00:00:00+00:00")
+        tinytown_task(s.r, a, "2026-01-03T00:00:00+00:00", state="running")
+        assert ok(s.call("get_result", {"agent": "doer"}))["task"]["id"] == later
+        s.r.delete("tt:demo:task:%s" % later)
+        assert ok(s.call("get_result", {"agent": "doer"}))["task"]["id"] == first
+
+
 def test_a_stale_entry_never_acts_on_another_agent():
     with Stack() as s:
         # The check that notifications are still on comes too late to matter,

@@ -62,10 +62,12 @@ def readme_acl_rules():
 
 
 def explained_rules():
-    """The rules as the bridge's NOPERM explanation gives them."""
-    return " ".join(r if not r.startswith("&") else
-                    "&__keyspace@<db>__:tt:<town>:agent:* (one per town)"
-                    for r in readme_acl_rules())
+    """The rules as the bridge's NOPERM explanation gives them (for any
+    town and database)."""
+    general = {"&__keyspace@0__:tt:demo:agent:*": "&__keyspace@<db>__:tt:<town>:agent:*",
+               "&__keyspace@0__:tt:demo:task:*":
+                   "&__keyspace@<db>__:tt:<town>:task:* (both for each town)"}
+    return " ".join(general.get(r, r) for r in readme_acl_rules())
 
 
 # The README's line is for the town demo only.
@@ -328,6 +330,29 @@ def test_acl_user_with_exactly_the_documented_rights():
                                capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stderr
         assert "tinytown-bridge" in check.stdout and PASSWORD not in check.stdout + check.stderr
+
+
+def test_acl_without_the_task_channel_still_answers_get_result():
+    """An ACL written before the bridge subscribed to task keys (the README's
+    line without its task channel): the bridge says so once, as a warning,
+    and get_result still answers from the town's tasks, read each time."""
+    with Stack(redis_args=["--notify-keyspace-events", "Kghx"]) as s:
+        acl_user(s, [r for r in readme_acl_rules() if r != "&__keyspace@0__:tt:demo:task:*"])
+        b = s.bridge(extra=SLOW_SWEEPS + ONE_TOWN + [
+            "--set", "redis.url=" + acl_url(s)])
+        b.wait_log("notifications of task keys refused")
+        agent = ok(s.call("spawn", {"name": "doer"}))["agent"]["id"]
+        assert ok(s.call("get_result", {"agent": "doer"}))["task"] is None
+        task = "cccccccc-0000-4000-8000-000000000001"
+        s.r.hset("tt:demo:task:" + task, mapping={
+            "id": task, "description": "d", "state": "completed", "assigned_to": agent,
+            "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00",
+            "completed_at": "2026-01-02T00:00:00+00:00", "result": "r", "tags": "[]"})
+        assert ok(s.call("get_result", {"agent": "doer"}))["task"]["id"] == task
+        log = b.log_text()
+        assert log.count("notifications of task keys refused") == 1, log
+        assert "level=error" not in log, log
+        assert b.stop() == 0
 
 
 def test_acl_right_removed_later_is_explained_and_retried_until_granted():

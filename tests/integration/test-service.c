@@ -846,13 +846,13 @@ static long long calls_of(const char *command) {
  * keyspace notifications there; by the test here, for what it writes). */
 static int live(void **state) {
     flush(state);
-    ttb_service_set_live(svc, true);
+    ttb_service_set_live(svc, true, true);
     return 0;
 }
 
 static int not_live(void **state) {
     (void)state;
-    ttb_service_set_live(svc, false);
+    ttb_service_set_live(svc, false, false);
     return 0;
 }
 
@@ -946,6 +946,45 @@ static void test_listing_reads_only_its_page(void **state) {
     assert_int_equal(json_integer_value(res(r, "agent_count")), N);
     assert_int_equal(json_array_size(res(r, "agents")), 2);
     run_free(r);
+}
+
+/* get_result of the agent "doer" answers task @p want. */
+static void assert_doer_result(const char *want) {
+    run_t *r = execf("get_result", "\"agent\":\"doer\"");
+    assert_ok(r);
+    assert_string_equal(json_string_value(json_object_get(res(r, "task"), "id")), want);
+    run_free(r);
+}
+
+/* get_result keeps each agent's latest completed task between batches, so
+ * it reads the agent and that task, not the town's tasks; a notified task
+ * has them read again, and a task that changed unnoticed is caught when it
+ * is read. */
+static void test_get_result_reads_the_town_once(void **state) {
+    (void)state;
+    char id[TTB_UUID_BUFSZ];
+    spawn("doer", id);
+    write_task("bbbbbbbb-0000-4000-8000-000000000001", id, "completed", "2026-02-01T00:00:00+00:00");
+    write_task("bbbbbbbb-0000-4000-8000-000000000002", id, "completed", "2026-03-01T00:00:00+00:00");
+    assert_doer_result("bbbbbbbb-0000-4000-8000-000000000002");
+
+    freeReplyObject(R("CONFIG RESETSTAT"));
+    assert_doer_result("bbbbbbbb-0000-4000-8000-000000000002");
+    assert_int_equal(calls_of("scan"), 0);
+    assert_int_equal(calls_of("hgetall"), 2); /* the agent and its task */
+
+    /* A newer result, notified: the town's tasks are read again. */
+    write_task("bbbbbbbb-0000-4000-8000-000000000003", id, "completed", "2026-04-01T00:00:00+00:00");
+    ttb_service_task_touched(svc, "demo");
+    assert_doer_result("bbbbbbbb-0000-4000-8000-000000000003");
+
+    /* That task reopened by a tool whose notification is not in yet: the
+     * read shows it, the tasks are read again, the answer is the one before. */
+    freeReplyObject(R("HSET tt:demo:task:bbbbbbbb-0000-4000-8000-000000000003 state running"));
+    assert_doer_result("bbbbbbbb-0000-4000-8000-000000000002");
+    /* And deleted, unnoticed too. */
+    freeReplyObject(R("DEL tt:demo:task:bbbbbbbb-0000-4000-8000-000000000002"));
+    assert_doer_result("bbbbbbbb-0000-4000-8000-000000000001");
 }
 
 /* Runs @p n commands as one batch; their records go to @p docs. */
@@ -1291,6 +1330,7 @@ int main(void) {
         cmocka_unit_test_setup(test_event_streams_are_trimmed, flush),
         cmocka_unit_test_setup_teardown(test_listing_reads_only_its_page, live, not_live),
         cmocka_unit_test_setup_teardown(test_listings_see_the_batch_before_them, live, not_live),
+        cmocka_unit_test_setup_teardown(test_get_result_reads_the_town_once, live, not_live),
         cmocka_unit_test_setup(test_racing_clients_keep_a_legal_history, flush),
         cmocka_unit_test_setup(test_racing_spawns_grant_each_name_once, flush),
         cmocka_unit_test_setup(test_reads_agents_tinytown_wrote, flush),
