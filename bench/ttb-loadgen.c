@@ -131,6 +131,7 @@ typedef struct lg_opts {
     uint64_t seed;
     bool by_name; /* only interrupt/resume, naming agents by name */
     long list_limit; /* > 0: only list_open pages of this many agents */
+    bool get_result; /* only get_result, naming agents by name */
 } lg_opts_t;
 
 typedef struct lg_agent {
@@ -256,6 +257,8 @@ static void lg_usage(FILE *f) {
             "                         agents by name (bench-<n>) instead of by id\n"
             "  -L, --list-limit L     timed commands are only list_open, first pages of L\n"
             "                         agents (what a listing costs against the town's size)\n"
+            "  -G, --get-result       timed commands are only get_result, naming agents by\n"
+            "                         name\n"
             "  -h, --help             show this help\n",
             LG_DEFAULT_COMMANDS, LG_DEFAULT_AGENTS, LG_DEFAULT_TIMEOUT_S);
 }
@@ -294,15 +297,17 @@ static int lg_parse_opts(int argc, char **argv, lg_opts_t *o) {
         {"rate", required_argument, NULL, 'r'},    {"timeout-s", required_argument, NULL, 'T'},
         {"seed", required_argument, NULL, 's'},    {"help", no_argument, NULL, 'h'},
         {"by-name", no_argument, NULL, 'N'},      {"list-limit", required_argument, NULL, 'L'},
+        {"get-result", no_argument, NULL, 'G'},
         {NULL, 0, NULL, 0},
     };
     *o = (lg_opts_t){.town = "demo", .commands = LG_DEFAULT_COMMANDS,
                      .agents = LG_DEFAULT_AGENTS, .timeout_s = LG_DEFAULT_TIMEOUT_S, .seed = 1};
     int c;
     long v;
-    while ((c = getopt_long(argc, argv, ":b:n:a:t:r:T:s:hNL:", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:n:a:t:r:T:s:hNL:G", longopts, NULL)) != -1) {
         switch (c) {
         case 'N': o->by_name = true; break;
+        case 'G': o->get_result = true; break;
         case 'L':
             if (lg_parse_long("list-limit", optarg, 1, 100000, &o->list_limit)) return LG_EXIT_USAGE;
             break;
@@ -355,8 +360,9 @@ static int lg_parse_opts(int argc, char **argv, lg_opts_t *o) {
         fprintf(stderr, LG_PROG ": --brokers is required (see --help)\n");
         return LG_EXIT_USAGE;
     }
-    if (o->by_name && o->list_limit) {
-        fprintf(stderr, LG_PROG ": --by-name and --list-limit choose different workloads\n");
+    if ((int)o->by_name + (int)(o->list_limit > 0) + (int)o->get_result > 1) {
+        fprintf(stderr, LG_PROG ": --by-name, --list-limit and --get-result choose different "
+                                "workloads: one at most\n");
         return LG_EXIT_USAGE;
     }
     return 0;
@@ -751,6 +757,8 @@ static int lg_make_command(lg_t *lg, long n, char *value, size_t size, char *key
         /* A pair in the last slot would leave its second half unsent. */
         if (lg->o.list_limit)
             op = LG_OP_LIST_OPEN;
+        else if (lg->o.get_result)
+            op = LG_OP_GET_RESULT;
         else if (pick < LG_PICK_TOGGLE || (pair && n + 1 == lg->o.commands) || lg->o.by_name)
             op = lg->agents[a].paused ? LG_OP_RESUME : LG_OP_INTERRUPT;
         else if (pick < LG_PICK_KILL) op = LG_OP_KILL;
@@ -761,7 +769,7 @@ static int lg_make_command(lg_t *lg, long n, char *value, size_t size, char *key
     }
     char by_name[32];
     snprintf(by_name, sizeof(by_name), "bench-%ld", a);
-    const char *id = lg->o.by_name ? by_name : lg->agents[a].id;
+    const char *id = lg->o.by_name || lg->o.get_result ? by_name : lg->agents[a].id;
     const char *name = lg_op_names[op];
     int len;
     /* Keys: the agent's name for its commands (one agent, one partition,
