@@ -42,7 +42,7 @@ typedef enum how {
     HOW_BULK,       /* the bulk script, over one page of the town */
     HOW_LISTING,    /* one page of the town read, rendered by the bridge */
     HOW_WAIT,       /* the agent read until it ends or the deadline passes */
-    HOW_GET_RESULT  /* the town's completed tasks read, and the agent */
+    HOW_GET_RESULT  /* the agent and its latest completed task read */
 } how_t;
 
 /* Which agents a listing or bulk page takes. */
@@ -1473,9 +1473,8 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
         case HOW_SPAWN: {
             char parent[TTB_UUID_BUFSZ] = "";
             if (c->parent) ok = resolve(c, c->parent, v, recheck, parent, expect, &out[i]);
-            if (ok == 1) {
+            if (ok == 1)
                 rc = append_spawn(svc, c, v, c->parent ? parent : NULL, &st->expect, st, now);
-            }
             break;
         }
         case HOW_TRANSITION:
