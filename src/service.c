@@ -774,6 +774,9 @@ typedef struct step {
     listing_t *listing;  /* a listing: its page, then what was read of it */
     char agent_id[TTB_UUID_BUFSZ];
     char task_id[TTB_UUID_BUFSZ]; /* get_result: the task it reads, or "" */
+    bool grouped;        /* a transition, applied in the call of its group */
+    size_t group_head;   /* that group's head step */
+    size_t group_n;      /* the head: changes in its group's call */
     expect_t expect;     /* resolved in the directory: to be checked */
     int64_t deadline_ms; /* wait: ours, if the SET wins */
     bool store_record;   /* a read's record still has to be stored */
@@ -887,12 +890,15 @@ static void idem_spec(const ttb_service_t *svc, ttb_time_t now, char spec[SPEC_B
 }
 
 /* The expectations a script checks before it acts: "1", name, nickname,
- * role_id, or "0" when the agent was named by its id. */
-static int push_expect(argv_buf_t *a, const expect_t *e) {
-    int rc = argv_str(a, e && e->on ? "1" : "0");
-    if (!rc && e && e->on) rc = argv_str(a, e->name);
-    if (!rc && e && e->on) rc = argv_str(a, e->nickname);
-    if (!rc && e && e->on) rc = argv_str(a, e->role_id);
+ * role_id, or "0" when the agent was named by its id (then followed by
+ * three empty strings when @p four: a fixed stride, as transition.lua reads
+ * its changes). */
+static int push_expect(argv_buf_t *a, const expect_t *e, bool four) {
+    bool on = e && e->on;
+    int rc = argv_str(a, on ? "1" : "0");
+    if (!rc && (on || four)) rc = argv_str(a, on ? e->name : "");
+    if (!rc && (on || four)) rc = argv_str(a, on ? e->nickname : "");
+    if (!rc && (on || four)) rc = argv_str(a, on ? e->role_id : "");
     return rc;
 }
 
@@ -965,7 +971,7 @@ static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_
     if (!rc) rc = argv_str(&av, parent_id ? parent_id : "");
     if (!rc) rc = argv_str(&av, cmd->name);
     if (!rc) rc = argv_str(&av, ttb_spawn_mode_name(a.spawn_mode));
-    if (!rc) rc = push_expect(&av, parent_expect);
+    if (!rc) rc = push_expect(&av, parent_expect, false);
     if (!rc) rc = argv_str(&av, ncand);
     for (size_t i = 0; i < cand && !rc; i++) rc = argv_str(&av, cands[i]);
     for (size_t i = 0; i < hash.nset && !rc; i++) {
@@ -983,20 +989,58 @@ static int append_spawn(ttb_service_t *svc, const ttb_command_t *cmd, town_view_
     return spawned_to_dir(v->dir, &a, cmd);
 }
 
-static int append_transition(ttb_service_t *svc, const ttb_command_t *cmd, const char *id,
-                             const expect_t *expect, ttb_time_t now) {
-    argv_buf_t av = {0};
-    script_head_t head;
-    int rc = push_head(svc, cmd, &av, &head, now);
-    if (!rc) rc = argv_str(&av, ttb_op_name(cmd->op));
-    if (!rc) rc = argv_str(&av, id);
-    if (!rc) rc = argv_str(&av, head.ts_hash);
-    if (!rc) rc = argv_str(&av, head.ts_json);
-    if (!rc) rc = push_expect(&av, expect);
-    if (!rc)
-        rc = ttb_store_append_script(svc->store, TTB_SCRIPT_TRANSITION, 0, (int)av.n, av.argv,
-                                     av.lens);
-    argv_free(&av);
+/* Consecutive transitions of one town in a round go to Redis as one call of
+ * transition.lua (at most this many): what every change checks of the town
+ * is checked once, and the script is entered once. */
+#define GROUP_MAX 32
+
+typedef struct group {
+    size_t head;      /* the step that reads the call's reply */
+    const char *town;
+    size_t n;         /* changes in it; 0: none pending */
+    argv_buf_t av;
+    char spec[SPEC_BUFSZ];
+    char ts_hash[TTB_TIME_BUFSZ];
+    char ts_json[TTB_TIME_BUFSZ];
+} group_t;
+
+/* Adds transition step @p i (its agent resolved) to the pending group,
+ * starting one if there is none. */
+static int group_add(ttb_service_t *svc, group_t *g, size_t i, const ttb_command_t *cmd,
+                     step_t *st, ttb_time_t now) {
+    int rc = 0;
+    if (!g->n) {
+        g->head = i;
+        g->town = cmd->town;
+        idem_spec(svc, now, g->spec);
+        ttb_time_format_hash(now, g->ts_hash);
+        ttb_time_format_json(now, g->ts_json);
+        g->av.n = 0;
+        rc = argv_str(&g->av, cmd->town);
+        if (!rc) rc = argv_str(&g->av, g->spec);
+        if (!rc) rc = argv_str(&g->av, g->ts_hash);
+        if (!rc) rc = argv_str(&g->av, g->ts_json);
+    }
+    if (!rc) rc = argv_str(&g->av, cmd->id);
+    if (!rc) rc = argv_str(&g->av, ttb_op_name(cmd->op));
+    if (!rc) rc = argv_str(&g->av, st->agent_id);
+    if (!rc) rc = push_expect(&g->av, &st->expect, true);
+    if (rc) return rc;
+    st->group_head = g->head;
+    st->grouped = true;
+    g->n++;
+    return 0;
+}
+
+/* Queues the pending group's call; its reply is its head step's. */
+static int group_flush(ttb_service_t *svc, group_t *g, step_t *steps) {
+    if (!g->n) return 0;
+    size_t owed = ttb_store_owed(svc->store);
+    int rc = ttb_store_append_script(svc->store, TTB_SCRIPT_TRANSITION, 0, (int)g->av.n,
+                                     g->av.argv, g->av.lens);
+    steps[g->head].owed += ttb_store_owed(svc->store) - owed;
+    steps[g->head].group_n = g->n;
+    g->n = 0;
     return rc;
 }
 
@@ -1449,16 +1493,22 @@ static size_t plan_round(const ttb_command_t *cmds, size_t start, size_t n,
     return i;
 }
 
-/* Queues the commands of one round; fills steps[] and the outcomes known
- * without Redis (resolution errors). */
-static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
+/* queue_round's work, with the round's pending group of transitions. */
+static int queue_steps(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
                        ttb_outcome_t *out, round_t *r, step_t *steps, uint8_t *stale,
-                       bool *need_retry) {
+                       bool *need_retry, group_t *g) {
     for (size_t i = start; i < end; i++) {
         step_t *st = &steps[i];
         memset(st, 0, sizeof(*st));
         if (done(&out[i])) continue;
         const ttb_command_t *c = &cmds[i];
+        /* Anything else than one more change of the group's town goes after
+         * the group: its reads must see the group's writes. */
+        if (g->n && (ops[c->op].how != HOW_TRANSITION || strcmp(g->town, c->town) != 0 ||
+                     g->n == GROUP_MAX)) {
+            int rc = group_flush(svc, g, steps);
+            if (rc) return rc;
+        }
         town_view_t *v = round_view(r, c->town);
         st->view = v;
         ttb_time_t now = ttb_time_now();
@@ -1480,7 +1530,7 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
         case HOW_TRANSITION:
             ok = resolve(c, c->agent, v, recheck, st->agent_id, expect, &out[i]);
             if (ok == 1) {
-                rc = append_transition(svc, c, st->agent_id, &st->expect, now);
+                rc = group_add(svc, g, i, c, st, now);
                 ttb_directory_t *dir = town_dir(svc, c->town, strlen(c->town));
                 if (!rc && dir && ttb_dir_valid(dir)) rc = ttb_dir_mark_changing(dir, st->agent_id);
             }
@@ -1533,6 +1583,18 @@ static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
     return 0;
 }
 
+/* Queues the commands of one round; fills steps[] and the outcomes known
+ * without Redis (resolution errors). */
+static int queue_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t start, size_t end,
+                       ttb_outcome_t *out, round_t *r, step_t *steps, uint8_t *stale,
+                       bool *need_retry) {
+    group_t g = {0};
+    int rc = queue_steps(svc, cmds, start, end, out, r, steps, stale, need_retry, &g);
+    if (!rc) rc = group_flush(svc, &g, steps);
+    argv_free(&g.av);
+    return rc;
+}
+
 /* The agent a reference resolved to was not what the directory said, so
  * the directory missed a change (notifications lost, or not yet arrived):
  * read the town again and leave the command undone, for the next round. */
@@ -1561,26 +1623,52 @@ typedef struct round_flags {
     bool retry; /* a reference went stale: run the undone again after a re-read */
 } round_flags_t;
 
-/* spawn, transitions, stop_all, prune: the script's reply. On NOSCRIPT the
- * command is left undone (safe: the script did not run). */
-static int collect_script(ttb_service_t *svc, const ttb_command_t *c, step_t *st,
-                          ttb_outcome_t *out, uint8_t *stale, round_flags_t *f) {
+/* What one command's script answered (@p r: a whole reply, or a group's
+ * element): its stored outcome, STALE, or a failure. */
+static int script_outcome(ttb_service_t *svc, const ttb_command_t *c, step_t *st,
+                          const redisReply *r, ttb_outcome_t *out, uint8_t *stale,
+                          round_flags_t *f) {
+    if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "STALE") == 0) {
+        went_stale(st, stale, &f->retry); /* nothing was written */
+        ttb_outcome_t none = {.code = TTB_CODE_INTERNAL};
+        script_done(svc, c, st, &none);
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_STRING) {
+        int rc = outcome_from_stored(c, r->str, r->len, out);
+        if (!rc) script_done(svc, c, st, out);
+        return rc;
+    }
+    ttb_log_error("script failed", "op", ttb_op_name(c->op), "error",
+                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    return render_error(c, TTB_CODE_INTERNAL, "the script failed in Redis", out);
+}
+
+/* spawn, stop_all, prune, and a group of transitions (from its head step):
+ * the script's reply. On NOSCRIPT every command of the call is left undone
+ * (safe: the script did not run). */
+static int collect_script(ttb_service_t *svc, const ttb_command_t *cmds, size_t i, size_t end,
+                          ttb_outcome_t *out, step_t *steps, uint8_t *stale, round_flags_t *f) {
+    step_t *st = &steps[i];
     redisReply *r;
     int rc = step_reply(svc, st, &r);
     if (rc) return rc;
     if (ttb_reply_is_noscript(r)) {
         f->rerun = true;
-    } else if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "STALE") == 0) {
-        went_stale(st, stale, &f->retry); /* nothing was written */
-        ttb_outcome_t none = {.code = TTB_CODE_INTERNAL};
-        script_done(svc, c, st, &none);
-    } else if (r->type == REDIS_REPLY_STRING) {
-        rc = outcome_from_stored(c, r->str, r->len, out);
-        if (!rc) script_done(svc, c, st, out);
+    } else if (!st->group_n) {
+        rc = script_outcome(svc, &cmds[i], st, r, &out[i], &stale[i], f);
     } else {
-        ttb_log_error("script failed", "op", ttb_op_name(c->op), "error",
-                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        rc = render_error(c, TTB_CODE_INTERNAL, "the script failed in Redis", out);
+        /* One reply per change, in the order of the group's steps. */
+        bool whole = r->type == REDIS_REPLY_ARRAY && r->elements == st->group_n;
+        size_t k = 0;
+        for (size_t j = i; j < end && k < st->group_n; j++) {
+            if (!steps[j].grouped || steps[j].group_head != i) continue;
+            int one = whole ? script_outcome(svc, &cmds[j], &steps[j], r->element[k], &out[j],
+                                             &stale[j], f)
+                            : script_outcome(svc, &cmds[j], &steps[j], r, &out[j], &stale[j], f);
+            if (one && !rc) rc = one;
+            k++;
+        }
     }
     freeReplyObject(r);
     return rc;
@@ -1675,7 +1763,7 @@ static int collect_round(ttb_service_t *svc, const ttb_command_t *cmds, size_t s
         switch (ops[c->op].how) {
         case HOW_SPAWN:
         case HOW_TRANSITION:
-        case HOW_BULK: rc = collect_script(svc, c, st, &out[i], &stale[i], f); break;
+        case HOW_BULK: rc = collect_script(svc, cmds, i, end, out, steps, stale, f); break;
         case HOW_LISTING: rc = collect_listing(svc, c, st); break;
         case HOW_WAIT: rc = collect_wait(svc, c, st, &out[i], &stale[i], f); break;
         case HOW_GET_RESULT: rc = collect_get_result(svc, c, st, &out[i], &stale[i], f); break;

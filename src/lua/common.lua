@@ -258,14 +258,25 @@ local function wrong_type(checks)
   return nil
 end
 
-local function idem_spec(town, id, spec)
+-- A town's idempotency records, checked once per script: where and when.
+local function idem_town(town, spec)
   local now, exp = string.match(spec, '^(%d+) (%d+)$')
-  local idem = { town = town, id = id, now = now, expire = exp,
+  local keys = { town = town, now = now, expire = exp,
                  hash = KEY.cmds(town), zset = KEY.cmds_expiry(town) }
-  local bad = wrong_type({ idem.hash, 'hash', idem.zset, 'zset' })
+  local bad = wrong_type({ keys.hash, 'hash', keys.zset, 'zset' })
   -- Nowhere to keep an outcome: refuse before anything is written.
   if bad then error({ err = 'ERR ' .. bad }) end
-  return idem
+  return keys
+end
+
+-- One command's record in them.
+local function idem_for(keys, id)
+  return { town = keys.town, id = id, now = keys.now, expire = keys.expire,
+           hash = keys.hash, zset = keys.zset }
+end
+
+local function idem_spec(town, id, spec)
+  return idem_for(idem_town(town, spec), id)
 end
 
 local function idem_get(idem)

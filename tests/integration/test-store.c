@@ -53,17 +53,19 @@ static void test_pipeline_counts_round_trips(void **state) {
     /* Scripts survive a SCRIPT FLUSH through an explicit reload. */
     assert_int_equal(ttb_store_command(store, &r, "SCRIPT FLUSH"), 0);
     freeReplyObject(r);
-    const char *args[7] = {"x", "cmd-1", "0 60", "kill", "00000000-0000-4000-8000-000000000001",
-                           "t", "t"};
-    assert_int_equal(ttb_store_append_script(store, TTB_SCRIPT_TRANSITION, 0, 7, args, NULL), 0);
+    /* town, spec, times, then one change: id, op, agent, "0" and three "" */
+    const char *args[11] = {"x", "0 60", "t", "t", "cmd-1", "kill",
+                            "00000000-0000-4000-8000-000000000001", "0", "", "", ""};
+    assert_int_equal(ttb_store_append_script(store, TTB_SCRIPT_TRANSITION, 0, 11, args, NULL), 0);
     assert_int_equal(ttb_store_reply(store, &r), 0);
     assert_true(ttb_reply_is_noscript(r));
     freeReplyObject(r);
     assert_int_equal(ttb_store_load_scripts(store), 0);
-    assert_int_equal(ttb_store_append_script(store, TTB_SCRIPT_TRANSITION, 0, 7, args, NULL), 0);
+    assert_int_equal(ttb_store_append_script(store, TTB_SCRIPT_TRANSITION, 0, 11, args, NULL), 0);
     assert_int_equal(ttb_store_reply(store, &r), 0);
-    assert_int_equal(r->type, REDIS_REPLY_STRING);
-    assert_non_null(strstr(r->str, "agent_not_found"));
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY); /* one reply per change */
+    assert_int_equal(r->elements, 1);
+    assert_non_null(strstr(r->element[0]->str, "agent_not_found"));
     freeReplyObject(r);
 
     /* An outage: the store says so and refuses work until reconnected. */
