@@ -102,7 +102,7 @@ struct ttb_bridge {
     bool peers_disagree;
     bool legacy_adopted;     /* first-version idempotency records moved over */
     ttb_waits_t *waits;      /* pending `wait`s, by agent */
-    redisContext *watch;     /* keyspace notifications of agent keys, for waits */
+    redisContext *watch;     /* keyspace notifications of agent and task keys */
     char **watch_patterns;   /* __keyspace@<db>__:tt:<town>:agent:* of each town, then task:* */
     bool tasks_warned;       /* said once that task notifications are refused */
     uint64_t next_watch_check_us; /* when to check that notifications are still on */
@@ -1229,8 +1229,11 @@ static void watch_close(ttb_bridge_t *b) {
 
 /* Subscribes to the agent keys' notifications, so that a wait is re-read
  * when its agent changes and the towns' directories follow what others
- * write. Without them (CONFIG refused, say) every wait is re-read each
- * wait_check_interval_ms and each round that resolves names reads its town. */
+ * write, and to the task keys', so that get_result's kept results do. Without
+ * the first (CONFIG refused, say) every wait is re-read each
+ * wait_check_interval_ms and each round that resolves names reads its town;
+ * without the second (an ACL without the channel) each round with a
+ * get_result reads its town's tasks. */
 static void watch_open(ttb_bridge_t *b) {
     if (b->watch || b->redis_down || now_us() < b->next_watch_try_us) return;
     b->next_watch_try_us = now_us() + 5000000u;

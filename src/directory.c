@@ -42,7 +42,7 @@ typedef struct entry {
     uint8_t state; /* ttb_agent_state_t */
     ttb_time_t created_at;
     uint32_t next_id, next_name; /* the next entry of this one's chains */
-    char *strs;                  /* name, nickname, role_id [, their stored bytes] */
+    char *strs; /* name, nickname, role_id [, their stored bytes] [, key tail] */
 } entry_t;
 
 struct ttb_directory {
