@@ -391,7 +391,7 @@ static int results_sync(ttb_service_t *svc, town_view_t *v, ttb_time_t now) {
     v->nfound = 0;
     int rc = scan_pages(svc, v, pattern, take_task, now);
     if (rc) return rc;
-    qsort(v->found, v->nfound, sizeof(*v->found), cmp_done_task);
+    if (v->nfound > 1) qsort(v->found, v->nfound, sizeof(*v->found), cmp_done_task);
     result_ref_t *refs = malloc(sizeof(*refs) * (v->nfound ? v->nfound : 1));
     if (!refs) return TTB_ERR_NOMEM;
     size_t n = 0;
@@ -414,6 +414,7 @@ static int cmp_result_agent(const void *key, const void *elem) {
 
 /* The latest completed task of agent @p id, or NULL when it has none. */
 static const char *result_of(const town_dir_t *d, const char *id) {
+    if (!d->nresults) return NULL;
     const result_ref_t *r = bsearch(id, d->results, d->nresults, sizeof(*d->results),
                                     cmp_result_agent);
     return r ? r->task : NULL;
