@@ -22,16 +22,21 @@ local okey = KEY.observed(town)
 
 local function capture_one(id)
   local akey = KEY.agent(town, id)
+  local seen = redis.call('HGET', okey, id)
+  -- Only a hash is an agent; anything else under the name is not tinytown's.
+  local fields = redis.pcall('HMGET', akey, 'state', 'parent_agent_id', 'spawn_mode')
+  if fields.err then
+    fields = nil
+  elseif seen and fields[1] and norm_state(fields[1]) == norm_state(seen) then
+    -- The common case, a change the bridge made itself (its scripts record
+    -- the state they write): nothing to write, nothing more to check.
+    return 0
+  elseif not (fields[1] or fields[2] or fields[3]) and redis.call('TYPE', akey).ok ~= 'hash' then
+    fields = nil
+  end
   -- An agent whose event stream is unusable is skipped (nothing written);
   -- the next reconcile looks again.
   if wrong_type({ KEY.agent_events(town, id), 'stream' }) then return 0 end
-  local seen = redis.call('HGET', okey, id)
-
-  -- Only a hash is an agent; anything else under the name is not tinytown's.
-  local fields = nil
-  if redis.call('TYPE', akey).ok == 'hash' then
-    fields = redis.call('HMGET', akey, 'state', 'parent_agent_id', 'spawn_mode')
-  end
 
   if not fields then
     if not seen then return 0 end
