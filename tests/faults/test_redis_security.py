@@ -142,7 +142,7 @@ def test_tls_carries_commands_relay_capture_and_notifications():
         b = s.bridge(extra=trust() + SLOW_SWEEPS)
         exercise(s, b)
         assert "level=error" not in b.log_text() and "level=warn" not in b.log_text()
-        assert b.stop() == 0
+        assert_stops(b)
 
 
 def test_tls_timeouts_and_reconnects_work_as_on_tcp():
@@ -167,7 +167,7 @@ def test_tls_timeouts_and_reconnects_work_as_on_tcp():
         b.wait_log("redis available again: resuming", 30, after=mark)
         # A restart without persistence: a town as empty as the new server.
         assert ok(s.call("spawn", {"name": "zeta"}))["agent"]["name"] == "zeta"
-        assert b.stop() == 0
+        assert_stops(b)
 
 
 def test_tls_refused_later_is_an_outage_until_fixed():
@@ -206,7 +206,7 @@ def test_tls_refused_later_is_an_outage_until_fixed():
             wait_until(lambda: http_status(http, "/readyz") == 200, 20, what="/readyz 200 again")
             assert ok(s.call("spawn", {"name": "eta"}))["agent"]["name"] == "eta"
             assert len(error_lines(b.log_text()[mark:])) == 1
-            assert b.stop() == 0
+            assert_stops(b)
     finally:
         rotated.remove()
 
@@ -229,7 +229,7 @@ def test_tls_ca_directory_dns_names_and_server_name_override():
         for name, extra in (("beta", by_name), ("gamma", overridden)):
             b = s.bridge(extra=extra)
             assert ok(s.call("spawn", {"name": name}))["agent"]["name"] == name
-            assert b.stop() == 0
+            assert_stops(b)
 
 
 def test_tls_unknown_ca_stops_at_start():
@@ -258,7 +258,7 @@ def test_tls_verify_off_encrypts_and_warns():
             assert ok(s.call("spawn", {"name": "gamma"}))["agent"]["name"] == "gamma"
             assert "redis.tls_verify=false" in b.log_text()
             assert "level=warn" in b.log_text().split("redis.tls_verify=false")[0].splitlines()[-1]
-            assert b.stop() == 0
+            assert_stops(b)
     finally:
         other.remove()
 
@@ -272,7 +272,7 @@ def test_tls_client_certificate_required():
         b = s.bridge(extra=trust() + SLOW_SWEEPS + ["--set", "redis.tls_cert_file=" + c.client[0],
                                                     "--set", "redis.tls_key_file=" + c.client[1]])
         exercise(s, b)
-        assert b.stop() == 0
+        assert_stops(b)
 
 
 def test_tls_files_that_cannot_be_used_stop_at_start():
@@ -292,6 +292,12 @@ def test_tls_files_that_cannot_be_used_stop_at_start():
             errors = error_lines(b.log_text())
             assert len(errors) == 1 and "cannot start: redis TLS settings" in errors[0], errors
             assert want in errors[0], errors
+
+
+def assert_stops(b):
+    """A graceful stop: exit status 0, or the status and the log's end."""
+    rc = b.stop()
+    assert rc == 0, "exit status %r\n--- log tail ---\n%s" % (rc, b.tail())
 
 
 def acl_user(s, rules):
@@ -324,7 +330,7 @@ def test_acl_user_with_exactly_the_documented_rights():
         assert s.r.execute_command("ACL", "LOG") == []
         clients = s.r.execute_command("CLIENT", "LIST").decode()
         assert "user=tinytown-bridge" in clients
-        assert b.stop() == 0
+        assert_stops(b)
         assert PASSWORD not in b.log_text()
         check = subprocess.run([bridge_path(), "--check-config"] + b.argv()[1:],
                                capture_output=True, text=True, timeout=30)
@@ -352,7 +358,7 @@ def test_acl_without_the_task_channel_still_answers_get_result():
         log = b.log_text()
         assert log.count("notifications of task keys refused") == 1, log
         assert "level=error" not in log, log
-        assert b.stop() == 0
+        assert_stops(b)
 
 
 def test_acl_right_removed_later_is_explained_and_retried_until_granted():
@@ -387,7 +393,7 @@ def test_acl_right_removed_later_is_explained_and_retried_until_granted():
         assert len([l for l in error_lines(b.log_text()) if "redis refused" in l]) == 1, b.tail()
         assert len(s.seen[cid]) == 1
         assert PASSWORD not in b.log_text()
-        assert b.stop() == 0
+        assert_stops(b)
 
 
 def test_acl_script_right_missing_is_named_before_any_command():
@@ -425,7 +431,7 @@ def test_rediss_against_a_plain_port_says_so():
                      + trust(), wait_assigned=False)
         b.wait_log('error="TLS handshake with 127.0.0.1:%d: timed out"' % s.redis.port, 30)
         assert b.proc.poll() is None
-        assert b.stop() == 0
+        assert_stops(b)
 
 
 if __name__ == "__main__":
