@@ -67,11 +67,13 @@ static const op_info_t ops[TTB_OP__COUNT] = {
 #define DEFAULT_TTL_S (7 * 24 * 3600)
 #define DEFAULT_SCAN_COUNT 1000
 
-/* An agent's latest completed task: the one get_result answers with. */
-typedef struct result_ref {
+/* A completed task with an assignee: what get_result picks among. */
+typedef struct done_task {
     char agent[TTB_UUID_BUFSZ];
     char task[TTB_UUID_BUFSZ];
-} result_ref_t;
+    bool has_completed_at;
+    ttb_time_t completed_at;
+} done_task_t;
 
 /* What the service keeps of a town between batches: its directory
  * (directory.h), and for get_result each agent's latest completed task,
@@ -79,7 +81,7 @@ typedef struct result_ref {
 typedef struct town_dir {
     char *town;
     ttb_directory_t *dir;
-    result_ref_t *results;
+    done_task_t *results; /* each agent's latest */
     size_t nresults;
     bool results_valid;
     int64_t results_ms; /* when they were read */
@@ -242,7 +244,7 @@ typedef struct town_view {
     bool recheck;            /* it could not resolve a reference: read the town again */
     size_t failed_spawns;    /* spawns of the round that turned out not to happen */
     town_dir_t *kept;        /* what is kept of the town: its results, for get_result */
-    struct done_task *found; /* completed tasks found by a SCAN, while it runs */
+    done_task_t *found;      /* completed tasks found by a SCAN, while it runs */
     size_t nfound, capfound;
 } town_view_t;
 
@@ -325,41 +327,33 @@ static int scan_pages(ttb_service_t *svc, town_view_t *v, const char *pattern, t
     return rc;
 }
 
-/* A completed task with an assignee: what get_result picks among. */
-typedef struct done_task {
-    char agent[TTB_UUID_BUFSZ];
-    char task[TTB_UUID_BUFSZ];
-    bool has_completed_at;
-    ttb_time_t completed_at;
-} done_task_t;
-
-/* get_result's order (tinytown's max_by_key over completed_at: a task
- * without one ranks lowest; the id breaks ties): > 0 when @p a is later. */
-static int done_cmp(bool a_has, ttb_time_t a_at, const char *a_id, bool b_has, ttb_time_t b_at,
-                    const char *b_id) {
-    int c = (int)a_has - (int)b_has;
-    if (!c && a_has) c = ttb_time_cmp(a_at, b_at);
-    return c ? c : strcmp(a_id, b_id);
-}
-
-/* By agent, the latest task first. */
+/* By agent, then get_result's order, latest first (tinytown's max_by_key
+ * over completed_at: a task without one ranks lowest; the id breaks ties). */
 static int cmp_done_task(const void *x, const void *y) {
     const done_task_t *a = x, *b = y;
     int c = strcmp(a->agent, b->agent);
-    return c ? c : done_cmp(b->has_completed_at, b->completed_at, b->task, a->has_completed_at,
-                            a->completed_at, a->task);
+    if (!c) c = (int)b->has_completed_at - (int)a->has_completed_at;
+    if (!c && a->has_completed_at) c = ttb_time_cmp(b->completed_at, a->completed_at);
+    return c ? c : strcmp(b->task, a->task);
+}
+
+/* Decodes a task from an HGETALL reply. @returns 0, TTB_ERR_NOTFOUND for an
+ * empty hash or one tinytown could not read, or TTB_ERR_NOMEM. */
+static int task_from_reply(const redisReply *reply, ttb_task_t *task, ttb_time_t now) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) return TTB_ERR_NOTFOUND;
+    flat_t f;
+    int rc = flat_from_reply(reply, &f);
+    if (rc) return rc;
+    rc = ttb_task_from_hash(task, (const char *const *)f.strs, f.lens, f.n, now);
+    flat_free(&f);
+    return rc == TTB_ERR_NOMEM || !rc ? rc : TTB_ERR_NOTFOUND;
 }
 
 /* Keeps only what get_result can pick: completed tasks with an assignee. */
 static int take_task(town_view_t *v, const redisReply *key, const redisReply *h, ttb_time_t now) {
     (void)key;
-    if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) return 0;
-    flat_t f;
     ttb_task_t task;
-    int rc = flat_from_reply(h, &f);
-    if (rc) return rc;
-    rc = ttb_task_from_hash(&task, (const char *const *)f.strs, f.lens, f.n, now);
-    flat_free(&f);
+    int rc = task_from_reply(h, &task, now);
     if (rc) return rc == TTB_ERR_NOMEM ? rc : 0;
     if (task.state == TTB_TASK_COMPLETED && task.assigned_to[0]) {
         rc = grow((void **)&v->found, &v->capfound, v->nfound + 1, sizeof(*v->found));
@@ -392,31 +386,28 @@ static int results_sync(ttb_service_t *svc, town_view_t *v, ttb_time_t now) {
     int rc = scan_pages(svc, v, pattern, take_task, now);
     if (rc) return rc;
     if (v->nfound > 1) qsort(v->found, v->nfound, sizeof(*v->found), cmp_done_task);
-    result_ref_t *refs = malloc(sizeof(*refs) * (v->nfound ? v->nfound : 1));
-    if (!refs) return TTB_ERR_NOMEM;
-    size_t n = 0;
-    for (size_t i = 0; i < v->nfound; i++) {
-        if (n && strcmp(refs[n - 1].agent, v->found[i].agent) == 0) continue; /* not its latest */
-        memcpy(refs[n].agent, v->found[i].agent, TTB_UUID_BUFSZ);
-        memcpy(refs[n++].task, v->found[i].task, TTB_UUID_BUFSZ);
-    }
+    size_t n = 0; /* each agent's first, its latest, kept in place */
+    for (size_t i = 0; i < v->nfound; i++)
+        if (!n || strcmp(v->found[n - 1].agent, v->found[i].agent) != 0) v->found[n++] = v->found[i];
     free(d->results);
-    d->results = refs;
+    d->results = v->found; /* the town keeps them; the view reads them from there */
     d->nresults = n;
+    v->found = NULL;
+    v->nfound = v->capfound = 0;
     d->results_valid = true;
     d->results_ms = now_ms;
     return 0;
 }
 
 static int cmp_result_agent(const void *key, const void *elem) {
-    return strcmp(key, ((const result_ref_t *)elem)->agent);
+    return strcmp(key, ((const done_task_t *)elem)->agent);
 }
 
 /* The latest completed task of agent @p id, or NULL when it has none. */
 static const char *result_of(const town_dir_t *d, const char *id) {
     if (!d->nresults) return NULL;
-    const result_ref_t *r = bsearch(id, d->results, d->nresults, sizeof(*d->results),
-                                    cmp_result_agent);
+    const done_task_t *r = bsearch(id, d->results, d->nresults, sizeof(*d->results),
+                                   cmp_result_agent);
     return r ? r->task : NULL;
 }
 
@@ -1532,7 +1523,8 @@ static int queue_steps(ttb_service_t *svc, const ttb_command_t *cmds, size_t sta
             ok = resolve(c, c->agent, v, recheck, st->agent_id, expect, &out[i]);
             if (ok == 1) {
                 rc = group_add(svc, g, i, c, st, now);
-                ttb_directory_t *dir = town_dir(svc, c->town, strlen(c->town));
+                /* Named by id, the round may not have read the directory. */
+                ttb_directory_t *dir = v->dir ? v->dir : town_dir(svc, c->town, strlen(c->town));
                 if (!rc && dir && ttb_dir_valid(dir)) rc = ttb_dir_mark_changing(dir, st->agent_id);
             }
             break;
@@ -1664,9 +1656,8 @@ static int collect_script(ttb_service_t *svc, const ttb_command_t *cmds, size_t 
         size_t k = 0;
         for (size_t j = i; j < end && k < st->group_n; j++) {
             if (!steps[j].grouped || steps[j].group_head != i) continue;
-            int one = whole ? script_outcome(svc, &cmds[j], &steps[j], r->element[k], &out[j],
-                                             &stale[j], f)
-                            : script_outcome(svc, &cmds[j], &steps[j], r, &out[j], &stale[j], f);
+            const redisReply *mine = whole ? r->element[k] : r; /* a failure is everyone's */
+            int one = script_outcome(svc, &cmds[j], &steps[j], mine, &out[j], &stale[j], f);
             if (one && !rc) rc = one;
             k++;
         }
@@ -1702,12 +1693,7 @@ static int collect_wait(ttb_service_t *svc, const ttb_command_t *c, step_t *st,
  * nothing is kept). @returns 0 or TTB_ERR_NOMEM. */
 static int task_read(const redisReply *h, const step_t *st, ttb_task_t *task, bool *holds) {
     *holds = false;
-    if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) return 0;
-    flat_t f;
-    int rc = flat_from_reply(h, &f);
-    if (rc) return rc;
-    rc = ttb_task_from_hash(task, (const char *const *)f.strs, f.lens, f.n, ttb_time_now());
-    flat_free(&f);
+    int rc = task_from_reply(h, task, ttb_time_now());
     if (rc) return rc == TTB_ERR_NOMEM ? rc : 0;
     *holds = task->state == TTB_TASK_COMPLETED && strcmp(task->id, st->task_id) == 0 &&
              strcmp(task->assigned_to, st->agent_id) == 0;
